@@ -1,0 +1,5 @@
+import sys
+
+from writemate.cli import main
+
+sys.exit(main())

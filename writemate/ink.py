@@ -1,0 +1,193 @@
+"""Pure numpy functions on pen ink.
+
+Two representations are used throughout Writemate:
+
+* **strokes**: a list of ``(N_i, 2)`` float arrays of absolute ``(x, y)`` points,
+  one array per pen-down stroke, y growing downwards (as on screen, in
+  IAM-OnDB and in InkML from tablets).
+* **offsets**: one ``(T, 3)`` float array, the input/target format of Graves
+  (2013) section 4: row ``t`` is ``(dx_t, dy_t, eos_t)`` where ``(dx, dy)`` is
+  the move from point ``t-1`` to point ``t`` and ``eos_t`` is 1 when point ``t``
+  is the last point of its stroke (the pen lifts after it). Row 0 has
+  ``dx = dy = 0``: a line starts wherever the pen first touches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def strokes_to_offsets(strokes: list[np.ndarray]) -> np.ndarray:
+    """Absolute strokes to Graves offsets ``(T, 3)``; empty strokes are ignored."""
+    strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in strokes]
+    strokes = [s for s in strokes if len(s)]
+    if not strokes:
+        return np.zeros((0, 3), dtype=np.float32)
+    points = np.concatenate(strokes)  # (T, 2)
+    eos = np.zeros(len(points))
+    eos[np.cumsum([len(s) for s in strokes]) - 1] = 1.0
+    deltas = np.diff(points, axis=0, prepend=points[:1])  # row 0 becomes (0, 0)
+    return np.column_stack([deltas, eos]).astype(np.float32)
+
+
+def offsets_to_strokes(offsets: np.ndarray, start: tuple[float, float] = (0.0, 0.0)) -> list[np.ndarray]:
+    """Graves offsets ``(T, 3)`` back to absolute strokes, the first point at ``start``.
+
+    The last stroke is kept even when the final row does not lift the pen.
+    """
+    offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
+    if len(offsets) == 0:
+        return []
+    points = np.cumsum(offsets[:, :2], axis=0) + np.asarray(start, dtype=np.float64)
+    ends = np.flatnonzero(offsets[:, 2] > 0.5) + 1
+    return [s for s in np.split(points, ends) if len(s)]
+
+
+@dataclass(frozen=True)
+class OffsetStats:
+    """Scale of the pen moves, used to normalise offsets for the networks.
+
+    Offsets are divided by ``std`` and not shifted, so that a zero move stays
+    zero (row 0 of every line, and the priming start state).
+    """
+
+    mean_x: float
+    mean_y: float
+    std_x: float
+    std_y: float
+
+    @property
+    def scale(self) -> np.ndarray:
+        return np.array([self.std_x, self.std_y], dtype=np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean_x": self.mean_x, "mean_y": self.mean_y, "std_x": self.std_x, "std_y": self.std_y}
+
+
+def offset_stats(sequences: list[np.ndarray]) -> OffsetStats:
+    """Mean and standard deviation of ``dx`` and ``dy`` over all moves (row 0 of each line excluded)."""
+    moves = np.concatenate([np.asarray(s)[1:, :2] for s in sequences if len(s) > 1]).astype(np.float64)
+    if len(moves) == 0:
+        raise ValueError("no pen moves to compute statistics from")
+    mean = moves.mean(axis=0)
+    std = moves.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return OffsetStats(float(mean[0]), float(mean[1]), float(std[0]), float(std[1]))
+
+
+def normalise(offsets: np.ndarray, stats: OffsetStats) -> np.ndarray:
+    out = np.array(offsets, dtype=np.float32, copy=True)
+    out[:, :2] /= stats.scale
+    return out
+
+
+def denormalise(offsets: np.ndarray, stats: OffsetStats) -> np.ndarray:
+    out = np.array(offsets, dtype=np.float32, copy=True)
+    out[:, :2] *= stats.scale
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Cleaning raw traces
+#
+# Whiteboard and tablet recordings have two kinds of fault:
+#  * corrupt points: a single sample far from both its neighbours while the
+#    neighbours lie close to each other (a spike), and missed pen lifts, where
+#    one "stroke" jumps further in one sample than a pen moves between two
+#    samples. `reject_corrupt` removes the spikes and ends the stroke at the
+#    jump; it never moves a point. This is all the evaluation protocol allows.
+#  * pen-down jitter: a pen resting on the surface records a cluster of
+#    points a few units apart. `remove_jitter` drops points closer than
+#    `min_step` to the last kept point of the stroke (stroke ends are kept).
+#    It is for display and for priming from a user's ink, never for evaluation.
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CleanReport:
+    spikes_removed: int = 0
+    strokes_split: int = 0
+
+    def __iadd__(self, other: "CleanReport") -> "CleanReport":
+        self.spikes_removed += other.spikes_removed
+        self.strokes_split += other.strokes_split
+        return self
+
+
+def reject_corrupt(strokes: list[np.ndarray], max_step: float) -> tuple[list[np.ndarray], CleanReport]:
+    """Remove single-point spikes and split strokes at impossible in-stroke jumps.
+
+    ``max_step`` is the longest move (in the ink's units) a pen can make between
+    two samples of one stroke. A point is a spike when its moves to both
+    neighbours exceed ``max_step`` but the neighbours are within ``max_step``
+    of each other; a longer move that is not a spike is a missed pen lift.
+    """
+    report = CleanReport()
+    out: list[np.ndarray] = []
+    for stroke in strokes:
+        s = np.asarray(stroke, dtype=np.float64).reshape(-1, 2)
+        if len(s) >= 3:
+            to_prev = np.hypot(*(s[1:-1] - s[:-2]).T)
+            to_next = np.hypot(*(s[2:] - s[1:-1]).T)
+            across = np.hypot(*(s[2:] - s[:-2]).T)
+            spike = (to_prev > max_step) & (to_next > max_step) & (across <= max_step)
+            if spike.any():
+                keep = np.ones(len(s), dtype=bool)
+                keep[1:-1] = ~spike
+                report.spikes_removed += int(spike.sum())
+                s = s[keep]
+        if len(s) >= 2:
+            jumps = np.flatnonzero(np.hypot(*np.diff(s, axis=0).T) > max_step) + 1
+            report.strokes_split += len(jumps)
+            out.extend(part for part in np.split(s, jumps) if len(part))
+        elif len(s):
+            out.append(s)
+    return out, report
+
+
+def remove_jitter(strokes: list[np.ndarray], min_step: float) -> list[np.ndarray]:
+    """Drop points closer than ``min_step`` to the previous kept point of their stroke.
+
+    The first and last point of every stroke are always kept, so strokes keep
+    their extent and dots (one-point strokes) survive.
+    """
+    out = []
+    for stroke in strokes:
+        s = np.asarray(stroke, dtype=np.float64).reshape(-1, 2)
+        if len(s) <= 2:
+            out.append(s)
+            continue
+        kept = [s[0]]
+        for p in s[1:-1]:
+            if np.hypot(*(p - kept[-1])) >= min_step:
+                kept.append(p)
+        kept.append(s[-1])
+        out.append(np.array(kept))
+    return out
+
+
+def bounding_box(strokes: list[np.ndarray]) -> tuple[float, float, float, float]:
+    """``(min_x, min_y, max_x, max_y)`` of all points."""
+    points = np.concatenate([np.asarray(s).reshape(-1, 2) for s in strokes])
+    return (*points.min(axis=0).tolist(), *points.max(axis=0).tolist())
+
+
+def smooth(strokes: list[np.ndarray], window: int = 3) -> list[np.ndarray]:
+    """Moving-average smoothing of each stroke for display; end points stay put."""
+    if window < 2:
+        return [np.asarray(s, dtype=np.float64) for s in strokes]
+    kernel = np.ones(window) / window
+    out = []
+    for stroke in strokes:
+        s = np.asarray(stroke, dtype=np.float64).reshape(-1, 2)
+        if len(s) <= window:
+            out.append(s)
+            continue
+        pad = window // 2
+        padded = np.pad(s, ((pad, window - 1 - pad), (0, 0)), mode="edge")
+        sm = np.column_stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(2)])
+        sm[0], sm[-1] = s[0], s[-1]
+        out.append(sm)
+    return out

@@ -1,0 +1,90 @@
+"""Mixture density output for pen offsets, Graves (2013) section 4.1.
+
+The network emits ``1 + 6M`` numbers a step (M mixture components):
+``e_hat`` (end of stroke), ``pi_hat`` (M), ``mu`` (2M), ``sigma_hat`` (2M),
+``rho_hat`` (M). This module turns them into a distribution over the next
+``(dx, dy, eos)`` (eqs. 18-22), its negative log-likelihood (eqs. 23-26), and
+samples from it with the legibility bias of section 5.4 (eqs. 61-62).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+MIN_LOG_SIGMA = -7.0  # keeps the density finite on repeated points (zero moves)
+
+
+def output_size(mixtures: int) -> int:
+    return 1 + 6 * mixtures
+
+
+@dataclass
+class Mixture:
+    eos_logit: torch.Tensor  # (..., )    logit of P(pen lifts after this point)
+    log_pi: torch.Tensor  # (..., M)
+    mu: torch.Tensor  # (..., M, 2)
+    log_sigma: torch.Tensor  # (..., M, 2)
+    rho: torch.Tensor  # (..., M)
+
+
+def split(y: torch.Tensor, bias: float | torch.Tensor = 0.0) -> Mixture:
+    """Network outputs ``(..., 1 + 6M)`` to mixture parameters, eqs. 18-22 with bias (61-62).
+
+    ``bias`` may be a float or a tensor broadcastable to ``y.shape[:-1]`` (one bias per line).
+    """
+    m = (y.shape[-1] - 1) // 6
+    e_hat, pi_hat, mu, sigma_hat, rho_hat = torch.split(y, [1, m, 2 * m, 2 * m, m], dim=-1)
+    if torch.is_tensor(bias):
+        bias = bias.unsqueeze(-1)
+    log_pi = torch.log_softmax(pi_hat * (1 + bias), dim=-1)  # eq. 61
+    log_sigma = (sigma_hat.unflatten(-1, (m, 2)) - (bias.unsqueeze(-1) if torch.is_tensor(bias) else bias)).clamp(
+        min=MIN_LOG_SIGMA
+    )  # eq. 62
+    return Mixture(
+        eos_logit=e_hat.squeeze(-1),
+        log_pi=log_pi,
+        mu=mu.unflatten(-1, (m, 2)),
+        log_sigma=log_sigma,
+        rho=torch.tanh(rho_hat) * 0.9999,  # |rho| < 1 strictly
+    )
+
+
+def log_density(mix: Mixture, xy: torch.Tensor) -> torch.Tensor:
+    """``log sum_j pi_j N(xy | mu_j, sigma_j, rho_j)``; xy ``(..., 2)`` -> ``(...)``, eqs. 24-25."""
+    z = (xy.unsqueeze(-2) - mix.mu) * torch.exp(-mix.log_sigma)  # (..., M, 2)
+    one_minus_rho2 = 1 - mix.rho**2
+    zz = z[..., 0] ** 2 + z[..., 1] ** 2 - 2 * mix.rho * z[..., 0] * z[..., 1]
+    log_n = -LOG_2PI - mix.log_sigma.sum(-1) - 0.5 * torch.log(one_minus_rho2) - zz / (2 * one_minus_rho2)
+    return torch.logsumexp(mix.log_pi + log_n, dim=-1)
+
+
+def nll(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-point negative log-likelihood (nats) of targets ``(..., 3)`` under outputs ``y``, eq. 26."""
+    mix = split(y)
+    eos_nll = F.binary_cross_entropy_with_logits(mix.eos_logit, target[..., 2], reduction="none")
+    return eos_nll - log_density(mix, target[..., :2])
+
+
+def mean_xy(y: torch.Tensor) -> torch.Tensor:
+    """The mixture's expected offset ``(..., 2)``: what SSE is measured against."""
+    mix = split(y)
+    return (mix.log_pi.exp().unsqueeze(-1) * mix.mu).sum(-2)
+
+
+def sample(y: torch.Tensor, bias: float | torch.Tensor = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One ``(dx, dy, eos)`` per row of ``y`` ``(B, 1 + 6M)`` -> ``(B, 3)``."""
+    mix = split(y, bias)
+    comp = torch.multinomial(mix.log_pi.exp(), 1, generator=generator).squeeze(-1)  # (B,)
+    rows = torch.arange(y.shape[0])
+    mu, log_sigma, rho = mix.mu[rows, comp], mix.log_sigma[rows, comp], mix.rho[rows, comp]  # (B, 2), (B, 2), (B,)
+    sigma = log_sigma.exp()
+    n = torch.randn(y.shape[0], 2, generator=generator, dtype=y.dtype)
+    dx = mu[:, 0] + sigma[:, 0] * n[:, 0]
+    dy = mu[:, 1] + sigma[:, 1] * (rho * n[:, 0] + torch.sqrt(1 - rho**2) * n[:, 1])
+    eos = (torch.rand(y.shape[0], generator=generator, dtype=y.dtype) < torch.sigmoid(mix.eos_logit)).to(y.dtype)
+    return torch.stack([dx, dy, eos], dim=-1)

@@ -1,0 +1,285 @@
+"""The handwriting synthesis network of Graves (2013) section 5.
+
+Three stacked LSTM layers; the first drives a soft window of K Gaussians over
+the one-hot characters of the text (eqs. 46-51); the window vector feeds the
+first layer at the next step and all layers above at the same step; skip
+connections run from the input to every layer and from every layer to the
+mixture density output (eqs. 52-53, section 4.1).
+
+Only the first layer and the window are recurrent through the text, so they
+run step by step; the upper layers see their whole input sequence at once and
+use PyTorch's fused LSTM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from writemate import alphabet
+from writemate.data import batching
+from writemate.models import mdn
+from writemate.train import LossResult
+
+
+@dataclass
+class SynthesisConfig:
+    hidden: int = 400
+    layers: int = 3
+    window_mixtures: int = 10  # K, Gaussians of the soft window
+    mixtures: int = 20  # M, bivariate Gaussians of the output
+    alphabet_size: int = alphabet.SIZE
+    # The window moves kappa += exp(kappa_hat) / kappa_scale (eq. 49 scaled):
+    # with kappa_hat near 0 at initialisation, the window starts at one
+    # character per `kappa_scale` points, close to the data's ~22, so the
+    # alignment is learnt early (eq. 49 unscaled ran past the text at once).
+    kappa_scale: float = 25.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class WindowState:
+    h: torch.Tensor  # (B, H) layer-1 output
+    c: torch.Tensor  # (B, H) layer-1 cell
+    kappa: torch.Tensor  # (B, K) window positions
+    w: torch.Tensor  # (B, A) window vector
+    upper: list[tuple[torch.Tensor, torch.Tensor]]  # (1, B, H) h and c of layers 2..N
+
+
+class Synthesis(nn.Module):
+    def __init__(self, config: SynthesisConfig):
+        super().__init__()
+        self.config = config
+        h, a, k = config.hidden, config.alphabet_size, config.window_mixtures
+        # Layer 1 gates: input part precomputed for the whole sequence, recurrent part per step.
+        self.l1_input = nn.Linear(3, 4 * h)
+        self.l1_recurrent = nn.Linear(a + h, 4 * h, bias=False)  # [w_{t-1}, h1_{t-1}]
+        self.window = nn.Linear(h, 3 * k)  # eq. 48: alpha_hat, beta_hat, kappa_hat
+        self.upper = nn.ModuleList(nn.LSTM(3 + a + h, h, batch_first=True) for _ in range(config.layers - 1))
+        self.output = nn.Linear(config.layers * h, mdn.output_size(config.mixtures))  # eq. 53
+        self._init()
+
+    def _init(self) -> None:
+        h = self.config.hidden
+        with torch.no_grad():
+            for lstm in self.upper:  # forget-gate bias 1: keeps memory early in training
+                lstm.bias_ih_l0[h : 2 * h].fill_(1.0)
+            self.l1_input.bias[h : 2 * h].fill_(1.0)
+            self.window.weight.mul_(0.1)
+            self.window.bias.zero_()
+
+    # -- the window, eqs. 46-51 ------------------------------------------------
+
+    def _window(
+        self, h1: torch.Tensor, kappa: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, extra: int = 0
+    ):
+        """One window step. h1 (B, H); kappa (B, K); text (B, U, A) one-hot; text_mask (B, U).
+
+        Returns (w (B, A), kappa (B, K), phi (B, U + extra)); ``extra`` positions past
+        the text are scored (for the end-of-text rule) but carry no character.
+        """
+        alpha, beta, kappa_hat = torch.exp(self.window(h1)).unsqueeze(-1).chunk(3, dim=1)  # (B, K, 1) each
+        kappa = kappa + kappa_hat.squeeze(-1) / self.config.kappa_scale  # eq. 51
+        u = torch.arange(text.shape[1] + extra, dtype=h1.dtype)  # (U',)
+        phi = (alpha * torch.exp(-beta * (kappa.unsqueeze(-1) - u) ** 2)).sum(1)  # eq. 46, (B, U')
+        w = torch.bmm((phi[:, : text.shape[1]] * text_mask).unsqueeze(1), text).squeeze(1)  # eq. 47, (B, A)
+        return w, kappa, phi
+
+    def _layer1_step(self, gates_x: torch.Tensor, h, c, w):
+        gates = gates_x + self.l1_recurrent(torch.cat([w, h], dim=-1))  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def initial_state(self, batch: int) -> WindowState:
+        cfg = self.config
+        zeros = lambda *shape: torch.zeros(*shape)  # noqa: E731
+        return WindowState(
+            h=zeros(batch, cfg.hidden),
+            c=zeros(batch, cfg.hidden),
+            kappa=zeros(batch, cfg.window_mixtures),
+            w=zeros(batch, cfg.alphabet_size),
+            upper=[(zeros(1, batch, cfg.hidden), zeros(1, batch, cfg.hidden)) for _ in self.upper],
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        state: WindowState | None = None,
+        return_phi: bool = False,
+        phi_extra: int = 0,
+    ):
+        """x (B, T, 3) normalised offsets; text (B, U) character indices, 0 = padding.
+
+        Returns mixture outputs (B, T, 1 + 6M), the final state, and, if asked,
+        the window weights phi (B, T, U + phi_extra).
+        """
+        b, t, _ = x.shape
+        state = state or self.initial_state(b)
+        onehot = nn.functional.one_hot(text, self.config.alphabet_size).to(x.dtype)  # (B, U, A)
+        text_mask = text_mask.to(x.dtype)
+        gates_x = self.l1_input(x).unbind(1)  # T x (B, 4H); unbind, not indexing: its backward is O(T), not O(T^2)
+        h, c, kappa, w = state.h, state.c, state.kappa, state.w
+        h1s, ws, phis = [], [], []
+        for step in range(t):
+            h, c = self._layer1_step(gates_x[step], h, c, w)
+            w, kappa, phi = self._window(h, kappa, onehot, text_mask, phi_extra)
+            h1s.append(h)
+            ws.append(w)
+            if return_phi:
+                phis.append(phi)
+        h1 = torch.stack(h1s, dim=1)  # (B, T, H)
+        wseq = torch.stack(ws, dim=1)  # (B, T, A)
+        hidden = [h1]
+        upper_states = []
+        below = h1
+        for lstm, hc in zip(self.upper, state.upper):
+            below, hc = lstm(torch.cat([x, wseq, below], dim=-1), hc)  # skip from input, window and layer below
+            hidden.append(below)
+            upper_states.append(hc)
+        y = self.output(torch.cat(hidden, dim=-1))  # (B, T, 1 + 6M)
+        new_state = WindowState(h=h, c=c, kappa=kappa, w=w, upper=upper_states)
+        if return_phi:
+            return y, new_state, torch.stack(phis, dim=1)
+        return y, new_state
+
+
+# -- training and evaluation ---------------------------------------------------
+
+
+def lines_to_tensors(offsets: list[np.ndarray], texts: list[list[int]]):
+    """A batch for teacher forcing: inputs are points 0..T-2, targets points 1..T-1.
+
+    Returns x (B, T-1, 3), target (B, T-1, 3), mask (B, T-1), text (B, U), text_mask (B, U).
+    """
+    seq, seq_mask = batching.pad(offsets)
+    text, text_mask = batching.pad([np.asarray(t, dtype=np.int64) for t in texts], dtype=torch.long)
+    return seq[:, :-1], seq[:, 1:], seq_mask[:, 1:], text, text_mask
+
+
+def evaluate_lines(model: Synthesis, offsets: list[np.ndarray], texts: list[list[int]], batch_size: int = 32) -> dict:
+    """Mean NLL in nats per line and SSE per point of normalised offsets (Graves Table 3 protocol)."""
+    total_nll, total_sse, points = 0.0, 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for idx in batching.sorted_batches([len(o) for o in offsets], batch_size):
+            x, target, mask, text, text_mask = lines_to_tensors([offsets[i] for i in idx], [texts[i] for i in idx])
+            y, _ = model(x, text, text_mask)
+            total_nll += float((mdn.nll(y, target) * mask).sum())
+            err = ((mdn.mean_xy(y) - target[..., :2]) ** 2).sum(-1)
+            total_sse += float((err * mask).sum())
+            points += int(mask.sum())
+    return {"nll": total_nll / len(offsets), "sse": total_sse / max(points, 1), "lines": len(offsets), "points": points}
+
+
+class SynthesisTask:
+    """Teacher-forced training on (normalised offsets, text) pairs."""
+
+    metric = "val_nll"
+
+    def __init__(self, model: Synthesis, train: tuple[list, list], val: tuple[list, list], max_val_lines: int = 0):
+        self.model = model
+        self.train_x, self.train_text = train
+        self.val_x, self.val_text = val
+        if max_val_lines:
+            self.val_x, self.val_text = self.val_x[:max_val_lines], self.val_text[:max_val_lines]
+        self.train_sequences = len(self.train_x)
+        self._lengths = [len(o) for o in self.train_x]
+
+    def batches(self, epoch: int, seed: int, batch_size: int) -> list[list[int]]:
+        return batching.bucketed_batches(self._lengths, batch_size, seed, epoch)
+
+    def loss(self, forward, idx: list[int]) -> LossResult:
+        x, target, mask, text, text_mask = lines_to_tensors(
+            [self.train_x[i] for i in idx], [self.train_text[i] for i in idx]
+        )
+        y, _ = forward(x, text, text_mask)
+        nats = (mdn.nll(y.float(), target) * mask).sum()
+        return LossResult(nats=nats, units=int(mask.sum()), sequences=len(idx))
+
+    def evaluate(self, model: Synthesis) -> dict[str, float]:
+        result = evaluate_lines(model, self.val_x, self.val_text)
+        return {"val_nll": result["nll"], "val_sse": result["sse"]}
+
+
+# -- sampling --------------------------------------------------------------------
+
+
+@dataclass
+class Prime:
+    """A line of handwriting to continue from: normalised offsets (T, 3) and its text."""
+
+    offsets: np.ndarray
+    text: str
+
+
+@torch.inference_mode()
+def sample(
+    model: Synthesis,
+    texts: list[str],
+    bias: float | list[float] = 0.0,
+    seed: int = 0,
+    prime: Prime | None = None,
+    steps_per_char: int = 40,
+    return_phi: bool = False,
+):
+    """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line.
+
+    A line ends when the window has moved past its last character (Graves
+    2013 section 5: phi at position U+1 exceeds phi at every character) and
+    the pen has lifted, or after ``steps_per_char`` points per character.
+    With ``prime``, the network first reads the primed line with its text
+    (teacher forcing), then writes ``texts`` in the same hand.
+    With ``return_phi``, also returns each line's window weights (T_i, U_i).
+    """
+    model.eval()
+    n = len(texts)
+    generator = torch.Generator().manual_seed(seed)
+    biases = torch.as_tensor(bias if isinstance(bias, (list, tuple)) else [bias] * n, dtype=torch.float32)
+    prefix = (prime.text + " ") if prime is not None else ""
+    encoded = [alphabet.encode(prefix + t) for t in texts]
+    text, text_mask = batching.pad([np.asarray(e, dtype=np.int64) for e in encoded], dtype=torch.long)
+    ends = torch.as_tensor([len(e) for e in encoded])  # index of the position past the last character
+    state = model.initial_state(n)
+    x = torch.zeros(n, 1, 3)
+    if prime is not None and len(prime.offsets) > 1:
+        primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(n, -1, -1)
+        _, state = model(primed[:, :-1], text, text_mask, state)
+        x = primed[:, -1:].clone()
+    max_steps = (ends - len(prefix)).clamp(min=1) * steps_per_char + 20
+    out = [[np.zeros(3, dtype=np.float32)] for _ in range(n)]
+    phis: list[list[np.ndarray]] = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool)
+    past_end = torch.zeros(n, dtype=torch.bool)
+    step = 0
+    while not bool(done.all()):
+        y, state, phi = model(x, text, text_mask, state, return_phi=True, phi_extra=1)
+        point = mdn.sample(y[:, 0], biases, generator)  # (B, 3)
+        phi = phi[:, 0]  # (B, U + 1)
+        rows = torch.arange(n)
+        at_end = phi[rows, ends] > (phi * text_mask_with_end(text_mask)).max(dim=1).values
+        past_end |= at_end
+        step += 1
+        for i in torch.nonzero(~done).flatten().tolist():
+            out[i].append(point[i].numpy())
+            if return_phi:
+                phis[i].append(phi[i, len(prefix) : ends[i]].numpy())
+        done |= (past_end & (point[:, 2] > 0.5)) | (step >= max_steps)
+        x = point.unsqueeze(1)
+    lines = [np.stack(o) for o in out]
+    if return_phi:
+        return lines, [np.stack(p) for p in phis]
+    return lines
+
+
+def text_mask_with_end(text_mask: torch.Tensor) -> torch.Tensor:
+    """(B, U) mask to (B, U + 1) with the extra past-the-end position masked out."""
+    return torch.cat([text_mask, torch.zeros(text_mask.shape[0], 1, dtype=text_mask.dtype)], dim=1).to(torch.float32)

@@ -1,0 +1,314 @@
+"""One generic trainer for every Writemate network.
+
+A *task* knows its data and loss; the trainer owns everything else:
+optimiser, gradient clipping, weight noise, validation, checkpoints and exact
+resume, the metrics CSV, and progress events (the CLI draws the progress bar).
+
+Exact resume: the batches of an epoch are a pure function of (seed, epoch),
+so a checkpoint stores the model, the optimiser, the weight-noise parameters,
+the torch RNG state, the step, the epoch and how many batches of it were
+done. Resuming rebuilds the epoch's batch list and skips the finished ones.
+
+Weight noise (Graves 2011, "Practical variational inference"; used in Graves
+2013 sections 3 and 4): each step samples weights w = mu + sigma * eps.
+Fixed noise keeps sigma at ``weight_noise``. Adaptive noise learns a sigma per
+weight, starting at ``weight_noise``, and adds the complexity cost
+L_C = sum_i [log(sigma_p / sigma_i) + ((mu_i - mu_p)^2 + sigma_i^2 - sigma_p^2) / (2 sigma_p^2)]
+under a single Gaussian prior with its optimal mean and variance, spread
+over the training set in proportion to the sequences in each batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from writemate import checkpoint
+
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adadelta", "adam")
+NOISE = ("none", "fixed", "adaptive")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # for "momentum" and "rmsprop"
+    batch_size: int = 32
+    clip_norm: float = 3.0  # global gradient norm; 0 disables
+    noise: str = "none"  # none | fixed | adaptive
+    weight_noise: float = 0.075  # std of fixed noise, initial std of adaptive noise
+    epochs: int = 10
+    max_minutes: float = 0.0  # stop after this much training time (0: no limit)
+    checkpoint_minutes: float = 5.0
+    eval_every: int = 0  # also validate every N steps (0: once per epoch)
+    bf16: bool = False  # bfloat16 autocast for forward passes
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.noise not in NOISE:
+            raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISE)}")
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("lr must be positive, batch_size and epochs at least 1")
+
+
+@dataclass
+class LossResult:
+    nats: torch.Tensor  # summed negative log-likelihood of the batch (scalar)
+    units: int  # what the objective is averaged over (points, characters, ...)
+    sequences: int  # sequences in the batch, for spreading the complexity cost
+
+
+class Task(Protocol):
+    """What a network family gives the trainer.
+
+    A task may also define ``state_tensors() -> dict`` and
+    ``load_state_tensors(dict)`` for state it carries between batches (the
+    hidden state of truncated back-propagation through time); the trainer
+    saves them in checkpoints so that resuming stays exact.
+    """
+
+    model: nn.Module
+    train_sequences: int  # size of the training set in sequences (for adaptive noise)
+
+    def batches(self, epoch: int, seed: int, batch_size: int) -> list[Any]: ...
+
+    def loss(self, forward: Callable, batch: Any) -> LossResult: ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+    # the validation metric to minimise, e.g. "val_nll"
+    metric: str
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    train_seconds: float = 0.0
+    best: float = math.inf
+    history: list[dict] = field(default_factory=list)
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    if name == "rmsprop":  # Graves (2013) eqs. 38-41: centred, with momentum
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.95, eps=1e-4, momentum=momentum, centered=True)
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr)
+
+
+class Trainer:
+    """Trains ``task.model`` into ``run_dir``; call :meth:`fit`.
+
+    ``run_dir`` receives ``checkpoint.safetensors`` + ``checkpoint.json`` (resume),
+    ``best/`` (the best model so far, as a loadable model folder), and
+    ``metrics.csv``. An existing checkpoint in ``run_dir`` is resumed.
+    """
+
+    def __init__(self, task: Task, config: TrainConfig, run_dir: Path, family: str, model_config: dict):
+        self.task, self.config, self.run_dir = task, config, Path(run_dir)
+        self.family, self.model_config = family, model_config
+        self.model = task.model
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.log_sigma: dict[str, nn.Parameter] = {}
+        if config.noise == "adaptive":
+            self.log_sigma = {
+                n: nn.Parameter(torch.full_like(p, math.log(config.weight_noise)))
+                for n, p in self.model.named_parameters()
+            }
+        params = list(self.model.parameters()) + list(self.log_sigma.values())
+        self.optimizer = make_optimizer(config.optimizer, params, config.lr, config.momentum)
+        self.state = TrainState()
+        self._params = params
+
+    # -- checkpoints -----------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.safetensors"
+
+    def save_checkpoint(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"log_sigma.{k}": v for k, v in self.log_sigma.items()})
+        opt = self.optimizer.state_dict()
+        for pid, slots in opt["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if hasattr(self.task, "state_tensors"):  # e.g. the hidden state a language model carries across batches
+            tensors.update({f"task.{k}": v for k, v in self.task.state_tensors().items()})
+        # Tensors first, then the JSON that points at them: a kill between the two
+        # leaves the older JSON, which refuses the newer tensors by step number.
+        checkpoint.save_tensors(self.checkpoint_path, tensors, metadata={"step": str(self.state.step)})
+        checkpoint.atomic_write_json(
+            self.run_dir / "checkpoint.json",
+            {
+                "family": self.family,
+                "model_config": self.model_config,
+                "train_config": asdict(self.config),
+                "param_groups": opt["param_groups"],
+                "state": asdict(self.state),
+            },
+        )
+
+    def load_checkpoint(self) -> bool:
+        meta_path = self.run_dir / "checkpoint.json"
+        if not meta_path.exists() or not self.checkpoint_path.exists():
+            return False
+        meta = json.loads(meta_path.read_text())
+        if meta["family"] != self.family or meta["model_config"] != self.model_config:
+            raise checkpoint.CheckpointError(
+                f"{self.run_dir} holds a checkpoint of another model ({meta['family']} {meta['model_config']}); "
+                "use a new run folder"
+            )
+        tensors = checkpoint.load_tensors(self.checkpoint_path)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for k, p in self.log_sigma.items():
+            with torch.no_grad():
+                p.copy_(tensors[f"log_sigma.{k}"])
+        opt_state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, slot = key.split(".", 2)
+                opt_state.setdefault(int(pid), {})[slot] = value
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        if hasattr(self.task, "load_state_tensors"):
+            self.task.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("task.")})
+        self.state = TrainState(**meta["state"])
+        return True
+
+    # -- one step ----------------------------------------------------------------
+
+    def _noisy_forward(self) -> tuple[Callable, torch.Tensor | None]:
+        """A forward function with sampled weights, and the complexity cost (adaptive noise)."""
+        cfg = self.config
+        if cfg.noise == "none":
+            return self.model, None
+        params = dict(self.model.named_parameters())
+        if cfg.noise == "fixed":
+            sampled = {n: p + cfg.weight_noise * torch.randn_like(p) for n, p in params.items()}
+            complexity = None
+        else:
+            sampled = {n: p + self.log_sigma[n].exp() * torch.randn_like(p) for n, p in params.items()}
+            mu = torch.cat([p.flatten() for p in params.values()])
+            var = torch.cat([(2 * s).exp().flatten() for s in self.log_sigma.values()])
+            mu_p = mu.mean().detach()
+            var_p = (var + (mu - mu_p) ** 2).mean().detach()
+            complexity = (0.5 * torch.log(var_p / var) + ((mu - mu_p) ** 2 + var - var_p) / (2 * var_p)).sum()
+        return (lambda *args, **kw: functional_call(self.model, sampled, args, kw)), complexity
+
+    def train_step(self, batch) -> float:
+        """One optimiser step; returns the batch's mean loss per unit (without complexity)."""
+        self.model.train()
+        forward, complexity = self._noisy_forward()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
+        with autocast:
+            result = self.task.loss(forward, batch)
+        objective = result.nats.float()
+        if complexity is not None:
+            objective = objective + complexity * result.sequences / self.task.train_sequences
+        objective = objective / result.units
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if self.config.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.config.clip_norm)
+        self.optimizer.step()
+        return float(result.nats.detach()) / result.units
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _log(self, split: str, metrics: dict[str, float]) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "epoch", "train_seconds", "split", "metric", "value"])
+            for name, value in metrics.items():
+                writer.writerow([self.state.step, self.state.epoch, round(self.state.train_seconds, 1), split, name, value])
+
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate(self.model)
+        self.model.train()
+        self._log("val", metrics)
+        self.state.history.append({"step": self.state.step, **metrics})
+        value = metrics[self.task.metric]
+        if value < self.state.best:
+            self.state.best = value
+            checkpoint.save_model(
+                self.run_dir / "best",
+                self.model,
+                self.family,
+                self.model_config,
+                train_config=asdict(self.config),
+                step=self.state.step,
+                train_seconds=round(self.state.train_seconds),
+                metrics=metrics,
+            )
+        return metrics
+
+    def fit(self, progress: Callable[[dict], None] | None = None) -> TrainState:
+        """Train until ``epochs`` or ``max_minutes``; resumes from ``run_dir`` if a checkpoint is there."""
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.load_checkpoint()
+        emit = progress or (lambda event: None)
+        last_save = time.monotonic()
+        running, running_n = 0.0, 0
+        emit({"event": "start", "resumed": resumed, "step": self.state.step, "epoch": self.state.epoch})
+        while self.state.epoch < cfg.epochs:
+            batches = self.task.batches(self.state.epoch, cfg.seed, cfg.batch_size)
+            emit({"event": "epoch", "epoch": self.state.epoch, "batches": len(batches), "done": self.state.batch_in_epoch})
+            while self.state.batch_in_epoch < len(batches):
+                t0 = time.monotonic()
+                loss = self.train_step(batches[self.state.batch_in_epoch])
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {self.state.step}")
+                self.state.train_seconds += time.monotonic() - t0
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                running += loss
+                running_n += 1
+                if self.state.step % 20 == 0:
+                    self._log("train", {"loss": running / running_n})
+                    running, running_n = 0.0, 0
+                emit({"event": "step", "step": self.state.step, "loss": loss, "train_seconds": self.state.train_seconds})
+                if cfg.eval_every and self.state.step % cfg.eval_every == 0:
+                    emit({"event": "val", **self.validate()})
+                out_of_time = cfg.max_minutes and self.state.train_seconds >= cfg.max_minutes * 60
+                if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60 or out_of_time:
+                    self.save_checkpoint()
+                    last_save = time.monotonic()
+                if out_of_time:
+                    emit({"event": "stop", "reason": "max_minutes"})
+                    return self.state
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            emit({"event": "val", **self.validate()})
+            self.save_checkpoint()
+            last_save = time.monotonic()
+        emit({"event": "stop", "reason": "epochs"})
+        return self.state

@@ -7,12 +7,16 @@ code (2 for bad input), never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+
+# Modules with an ``add_commands(subparsers)`` function; each parser it adds sets ``func``.
+COMMAND_MODULES: list[str] = []
 
 
 class UsageError(Exception):
@@ -104,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-val-lines", type=int, default=0, help="validate on the first N validation lines only (0: all)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
+
+    for module in COMMAND_MODULES:  # command groups that live beside their model family
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 

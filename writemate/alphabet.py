@@ -10,6 +10,8 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from writemate.errors import WritemateError
+
 CHARACTERS = " !\"#&'()*+,-./0123456789:;?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_abcdefghijklmnopqrstuvwxyz"
 PAD = 0
 SIZE = len(CHARACTERS) + 1  # 84
@@ -39,7 +41,7 @@ class BadCharacter:
         return f"{self.char!r} ({name}) at position {self.position + 1}"
 
 
-class AlphabetError(ValueError):
+class AlphabetError(WritemateError, ValueError):
     """Text holds characters Writemate cannot write."""
 
     def __init__(self, bad: list[BadCharacter]):

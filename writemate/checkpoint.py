@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from writemate.errors import WritemateError
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-class CheckpointError(Exception):
+class CheckpointError(WritemateError):
     """A saved model or checkpoint is missing or unreadable."""
 
 

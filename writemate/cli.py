@@ -13,13 +13,15 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from writemate.errors import WritemateError
+
 EXIT_BAD_INPUT = 2
 
 # Modules with an ``add_commands(subparsers)`` function; each parser it adds sets ``func``.
 COMMAND_MODULES: list[str] = []
 
 
-class UsageError(Exception):
+class UsageError(WritemateError):
     """A problem with what the user asked for; printed without a traceback."""
 
 
@@ -115,14 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from writemate.checkpoint import CheckpointError
-    from writemate.data.iam_ondb import DatasetError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DatasetError, CheckpointError) as e:
+    except WritemateError as e:
         print(f"writemate: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

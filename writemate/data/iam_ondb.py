@@ -23,6 +23,7 @@ import numpy as np
 from defusedxml import ElementTree as SafeET
 
 from writemate import ink
+from writemate.errors import WritemateError
 
 STROKES_ARCHIVE = "lineStrokes-all.tar.gz"
 ASCII_ARCHIVE = "ascii-all.tar.gz"
@@ -36,7 +37,7 @@ READER_VERSION = 1  # bump when parsing or cleaning changes, to invalidate cache
 _LINE_FILE = re.compile(r"(?P<form>[a-z0-9]+-[a-z0-9]+[a-z]?)-(?P<nn>\d+)\.xml$")
 
 
-class DatasetError(Exception):
+class DatasetError(WritemateError):
     """The given path does not hold IAM-OnDB data in a form we can read."""
 
 

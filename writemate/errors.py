@@ -1,0 +1,5 @@
+"""The base of every error a user can cause; the CLI prints these without a traceback."""
+
+
+class WritemateError(Exception):
+    """Bad input, a missing or damaged file, or a request that cannot be met."""

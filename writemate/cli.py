@@ -18,7 +18,7 @@ from writemate.errors import WritemateError
 EXIT_BAD_INPUT = 2
 
 # Modules with an ``add_commands(subparsers)`` function; each parser it adds sets ``func``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["writemate.cli_lm", "writemate.cli_classify"]
 
 
 class UsageError(WritemateError):
@@ -43,11 +43,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
 
 
 def _train_config(args):
     from writemate.train import TrainConfig
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     names = {f.name for f in fields(TrainConfig)}
     try:
         return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -98,6 +103,103 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _read_text(arg: str) -> str:
+    return sys.stdin.read() if arg == "-" else arg
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work if ``path`` cannot be written (the file itself is left untouched)."""
+    import os
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{path}: folder {parent} does not exist")
+    probe = parent / f".{path.name}.writemate-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write there ({e.strerror})") from e
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{path}: file is not writable")
+
+
+def _page_style(args):
+    from writemate.render import PageStyle
+
+    if args.stroke_width <= 0 or args.line_height <= 0:
+        raise UsageError("--stroke-width and --line-height must be positive")
+    try:
+        from PIL import ImageColor
+
+        ImageColor.getrgb(args.color)
+    except ValueError as e:
+        raise UsageError(f"--color: {e}") from e
+    return PageStyle(line_height=args.line_height, stroke_width=args.stroke_width, color=args.color, smoothing=args.smooth)
+
+
+def cmd_write(args) -> int:
+    from writemate import api, loading
+
+    from writemate.alphabet import AlphabetError
+
+    try:
+        text = api.prepare_text(_read_text(args.text), args.replace_unknown)
+    except AlphabetError as e:
+        raise UsageError(f"{e}; --replace-unknown writes them as their closest plain characters") from e
+    api.output_kind(args.output)
+    check_writable(args.output)
+    page = _page_style(args)
+    prime_strokes = None
+    if args.prime:
+        if not args.prime_text:
+            raise UsageError("--prime needs --prime-text, the text written in that file")
+        prime_strokes = api.read_prime_file(args.prime)
+    elif args.prime_text:
+        raise UsageError("--prime-text goes with --prime FILE")
+    if args.width < 5:
+        raise UsageError("--width must be at least 5 characters")
+    writer = loading.load(args.model)
+    result = writer.write(
+        text,
+        style=args.style,
+        bias=args.bias,
+        seed=args.seed,
+        width=args.width,
+        prime_strokes=prime_strokes,
+        prime_text=args.prime_text,
+        replace_unknown=args.replace_unknown,
+        page=page,
+    )
+    result.save(args.output)
+    return 0
+
+
+def cmd_styles(args) -> int:
+    from writemate import loading
+
+    writer = loading.load(args.model)
+    if not writer.styles:
+        print("this model has no bundled styles")
+        return 0
+    for s in writer.styles:
+        print(f"{s.id:3d}  {s.name:<20s} bias {s.bias:<4g} {s.text!r}")
+    if args.preview:
+        check_writable(args.preview)
+        from writemate.render import PageStyle, save, to_png
+
+        page = PageStyle()
+        rows = []  # each style's sample line, moved down to its own row
+        for i, s in enumerate(writer.styles):
+            written = writer.write(f"Style {s.id}: the quick brown fox", style=s.id, bias=s.bias, seed=args.seed)
+            rows.extend([st + [0, i * page.line_height] for st in line] for line in written.lines)
+        save(args.preview, to_png(rows, page))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writemate", description="Handwriting synthesis and recognition with recurrent networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-val-lines", type=int, default=0, help="validate on the first N validation lines only (0: all)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("write", help="write text as handwriting (SVG, PNG or stroke JSON)")
+    p.add_argument("text", help='the text to write; "-" reads it from standard input; newlines break lines')
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png or .json")
+    p.add_argument("--style", type=int, default=None, help="bundled style number (see: writemate styles)")
+    p.add_argument("--bias", type=float, default=0.75, help="legibility: 0 as sampled, 1-2 neater (default 0.75)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same handwriting)")
+    p.add_argument("--width", type=int, default=45, help="wrap lines at this many characters (default 45)")
+    p.add_argument("--prime", type=Path, help="write in the hand of this line: IAM-OnDB line XML or Writemate JSON")
+    p.add_argument("--prime-text", help="the text written in the --prime file")
+    p.add_argument("--replace-unknown", action="store_true", help="replace characters outside the alphabet (é to e, curly quotes to straight)")
+    p.add_argument("--line-height", type=float, default=12.0, help="mm between lines")
+    p.add_argument("--stroke-width", type=float, default=0.5, help="pen width in mm")
+    p.add_argument("--color", default="#1a1a2e", help="ink colour (CSS name or #rrggbb)")
+    p.add_argument("--smooth", type=int, default=0, help="smooth strokes over N points for display (0: raw, for plotters)")
+    p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
+    p.set_defaults(func=cmd_write)
+
+    p = sub.add_parser("styles", help="list the bundled handwriting styles")
+    p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
+    p.add_argument("--preview", type=Path, help="also write a PNG showing every style")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_styles)
 
     for module in COMMAND_MODULES:  # command groups that live beside their model family
         importlib.import_module(module).add_commands(sub)

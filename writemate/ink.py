@@ -191,3 +191,31 @@ def smooth(strokes: list[np.ndarray], window: int = 3) -> list[np.ndarray]:
         sm[0], sm[-1] = s[0], s[-1]
         out.append(sm)
     return out
+
+
+def resample(strokes: list[np.ndarray], step: float) -> list[np.ndarray]:
+    """Points every ``step`` units along each stroke (linear interpolation; ends kept).
+
+    Used to give a user's ink the point density the networks were trained on.
+    """
+    out = []
+    for stroke in strokes:
+        s = np.asarray(stroke, dtype=np.float64).reshape(-1, 2)
+        seg = np.hypot(*np.diff(s, axis=0).T)
+        length = seg.sum()
+        if len(s) < 2 or length == 0:
+            out.append(s[:1])
+            continue
+        dist = np.concatenate([[0.0], np.cumsum(seg)])
+        n = max(2, int(round(length / step)) + 1)
+        targets = np.linspace(0.0, length, n)
+        out.append(np.column_stack([np.interp(targets, dist, s[:, i]) for i in range(2)]))
+    return out
+
+
+def median_step(strokes: list[np.ndarray]) -> float:
+    """Median distance between consecutive points of a stroke (0 when there are none)."""
+    steps = [np.hypot(*np.diff(np.asarray(s).reshape(-1, 2), axis=0).T) for s in strokes if len(s) > 1]
+    steps = np.concatenate(steps) if steps else np.zeros(0)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else 0.0

@@ -1,0 +1,100 @@
+"""Fixtures the tests make themselves: tiny models and a tiny IAM-OnDB-shaped dataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """Path to a shared dataset, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"needs the {name} dataset at {path} (not present)")
+    return path
+
+
+def line_xml(strokes: list[np.ndarray]) -> bytes:
+    """An IAM-OnDB line file holding ``strokes``."""
+    out = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<WhiteboardCaptureSession>", "  <StrokeSet>"]
+    t = 100.0
+    for s in strokes:
+        out.append('    <Stroke colour="black">')
+        for x, y in s:
+            out.append(f'      <Point x="{int(x)}" y="{int(y)}" time="{t:.2f}"/>')
+            t += 0.01
+        out.append("    </Stroke>")
+    out += ["  </StrokeSet>", "</WhiteboardCaptureSession>"]
+    return "\n".join(out).encode("latin-1")
+
+
+def fake_line(rng: np.random.Generator, chars: int) -> list[np.ndarray]:
+    """Pen-like strokes: one loop-ish stroke per character, written left to right."""
+    strokes = []
+    for c in range(chars):
+        t = np.linspace(0, 2 * np.pi, int(rng.integers(8, 14)))
+        x = 1000 + c * 180 + 60 * np.cos(t) + rng.normal(0, 2, len(t))
+        y = 1500 + 120 * np.sin(t) + rng.normal(0, 2, len(t))
+        strokes.append(np.column_stack([x, y]).round())
+    return strokes
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="session")
+def iam_dir(tmp_path_factory) -> Path:
+    """Tiny copies of the two official archives: 6 forms, 3 lines each, one line untranscribed."""
+    root = tmp_path_factory.mktemp("iam")
+    rng = np.random.default_rng(0)
+    texts = {}
+    with tarfile.open(root / "lineStrokes-all.tar.gz", "w:gz") as strokes_tar:
+        for f in range(6):
+            form = f"a0{f % 3 + 1}-00{f}{'uxyz'[f % 4]}"
+            lines = [f"Line {n} of form {f} ," for n in range(1, 4)]
+            texts[form] = lines
+            folder = f"lineStrokes/{form[:3]}/{form[:-1]}"
+            for n in range(1, 5):  # line 4 has no transcription
+                _add(strokes_tar, f"{folder}/{form}-{n:02d}.xml", line_xml(fake_line(rng, 6)))
+    with tarfile.open(root / "ascii-all.tar.gz", "w:gz") as ascii_tar:
+        for form, lines in texts.items():
+            body = "OCR:\n\nsomething else\n\nCSR:\n\n" + "\n".join(lines) + "\n"
+            _add(ascii_tar, f"ascii/{form[:3]}/{form[:-1]}/{form}.txt", body.encode("latin-1"))
+    return root
+
+
+def make_tiny_writer_folder(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny synthesis model saved like a bundled one, with two styles."""
+    from writemate import checkpoint
+    from writemate.models.synthesis import Synthesis, SynthesisConfig
+
+    torch.manual_seed(seed)
+    config = SynthesisConfig(hidden=16, layers=2, window_mixtures=2, mixtures=3)
+    model = Synthesis(config)
+    stats = {"mean_x": 8.0, "mean_y": 0.0, "std_x": 40.0, "std_y": 37.0}
+    checkpoint.save_model(folder, model, "synthesis", {"model": config.to_dict(), "stats": stats})
+    rng = np.random.default_rng(seed)
+    styles = []
+    for i in range(2):
+        offsets = np.column_stack([rng.normal(0.2, 1, 40), rng.normal(0, 1, 40), (np.arange(40) % 10 == 9)])
+        offsets[0, :2] = 0
+        styles.append({"id": i, "name": f"test {i}", "text": "abc", "offsets": offsets.round(4).tolist(), "bias": 0.5})
+    (folder / "styles.json").write_text(json.dumps(styles))
+    return folder
+
+
+@pytest.fixture
+def tiny_writer_dir(tmp_path) -> Path:
+    return make_tiny_writer_folder(tmp_path / "tiny-synthesis")

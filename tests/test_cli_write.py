@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from conftest import fake_line, line_xml
+from writemate import api, cli, loading
+
+
+def run(*args, stdin=None):
+    """The real console entry point in a subprocess: exit code, stdout, stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "writemate", *map(str, args)], input=stdin, capture_output=True, text=True, timeout=300
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_write_svg_png_json(tiny_writer_dir, tmp_path):
+    for name in ("a.svg", "a.png", "a.json"):
+        out = tmp_path / name
+        assert cli.main(["write", "Hi there\n\nbye", "-o", str(out), "--model", str(tiny_writer_dir), "--seed", "2"]) == 0
+        assert out.stat().st_size > 100
+    svg = ET.parse(tmp_path / "a.svg").getroot()
+    assert svg.tag.endswith("svg")
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert [line["text"] for line in doc["lines"]] == ["Hi there", "", "bye"]
+    assert doc["lines"][1]["strokes"] == []
+
+
+def test_same_seed_same_handwriting(tiny_writer_dir):
+    writer = loading.load(tiny_writer_dir)
+    a = writer.write("abc def", seed=5, bias=0.5)
+    b = writer.write("abc def", seed=5, bias=0.5)
+    c = writer.write("abc def", seed=6, bias=0.5)
+    assert a.to_svg() == b.to_svg() != c.to_svg()
+
+
+def test_styles_and_priming(tiny_writer_dir, tmp_path):
+    writer = loading.load(tiny_writer_dir)
+    assert [s.id for s in writer.styles] == [0, 1]
+    assert writer.write("ab", style=1).meta["style"] == 1
+    prime = tmp_path / "mine.xml"
+    prime.write_bytes(line_xml(fake_line(np.random.default_rng(0), 4)))
+    out = tmp_path / "primed.svg"
+    code = cli.main(["write", "new words", "-o", str(out), "--model", str(tiny_writer_dir), "--prime", str(prime), "--prime-text", "abcd"])
+    assert code == 0 and out.exists()
+    # a Writemate JSON line primes too
+    page = writer.write("xy")
+    (tmp_path / "line.json").write_text(page.to_json())
+    strokes = api.read_prime_file(tmp_path / "line.json")
+    assert writer.write("more", prime_strokes=strokes, prime_text="xy").lines
+
+
+def test_bad_characters_exit_2_and_write_nothing(tiny_writer_dir, tmp_path, capsys):
+    out = tmp_path / "x.svg"
+    assert cli.main(["write", "naïve ½", "-o", str(out), "--model", str(tiny_writer_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "'ï'" in err and "position 3" in err and "'½'" in err and "position 7" in err
+    assert "--replace-unknown" in err
+    assert not out.exists()
+    assert cli.main(["write", "naïve “quote”", "-o", str(out), "--model", str(tiny_writer_dir), "--replace-unknown"]) == 0
+    assert out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["   "], "empty"),
+        (["hi", "--style", "9"], "no style 9"),
+        (["hi", "--prime-text", "x"], "--prime-text goes with --prime"),
+        (["hi", "--prime", "missing.xml", "--prime-text", "x"], "cannot read"),
+        (["hi", "--color", "notacolour"], "--color"),
+    ],
+)
+def test_bad_requests_exit_2(tiny_writer_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "x.svg"
+    code = cli.main(["write", *args, "-o", str(out), "--model", str(tiny_writer_dir)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unwritable_output_fails_before_sampling_and_keeps_old_file(tiny_writer_dir, tmp_path, capsys):
+    assert cli.main(["write", "hi", "-o", str(tmp_path / "no" / "such" / "x.svg"), "--model", str(tiny_writer_dir)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    existing = tmp_path / "keep.svg"
+    existing.write_text("precious")
+    assert cli.main(["write", "bad ½", "-o", str(existing), "--model", str(tiny_writer_dir)]) == 2
+    assert existing.read_text() == "precious"
+
+
+def test_stdin_long_text_wraps(tiny_writer_dir, tmp_path):
+    out = tmp_path / "long.json"
+    text = "word " * 60
+    code, _, err = run("write", "-", "-o", out, "--model", tiny_writer_dir, "--width", "20", stdin=text)
+    assert code == 0, err
+    lines = json.loads(out.read_text())["lines"]
+    assert len(lines) >= 15 and all(len(line["text"]) <= 20 for line in lines)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    code, _, err = run("write", "hi", "-o", tmp_path / "x.svg", "--model", tmp_path / "nothing")
+    assert code == 2 and "neither a bundled model" in err and "Traceback" not in err
+
+
+def test_styles_command(tiny_writer_dir, tmp_path, capsys):
+    assert cli.main(["styles", "--model", str(tiny_writer_dir), "--preview", str(tmp_path / "p.png")]) == 0
+    assert "test 1" in capsys.readouterr().out
+    assert (tmp_path / "p.png").exists()

@@ -1,0 +1,132 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from writemate import alphabet
+from writemate.models import mdn
+from writemate.models.synthesis import (
+    Prime,
+    Synthesis,
+    SynthesisConfig,
+    SynthesisTask,
+    evaluate_lines,
+    lines_to_tensors,
+    sample,
+)
+
+TINY = SynthesisConfig(hidden=16, layers=3, window_mixtures=2, mixtures=3)
+
+
+def random_lines(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    offsets, texts = [], []
+    for i in range(n):
+        t = int(rng.integers(20, 40))
+        o = np.column_stack([rng.normal(0.3, 1, t), rng.normal(0, 1, t), rng.random(t) < 0.1]).astype(np.float32)
+        o[0, :2] = 0
+        offsets.append(o)
+        texts.append(alphabet.encode(["hello", "a line", "Quiz 42"][i % 3]))
+    return offsets, texts
+
+
+def test_mdn_nll_matches_scipy():
+    torch.manual_seed(0)
+    y = torch.randn(1, mdn.output_size(3))
+    target = torch.tensor([[0.3, -0.2, 1.0]])
+    mix = mdn.split(y)
+    pi = mix.log_pi.exp()[0].numpy()
+    mu, sigma, rho = mix.mu[0].numpy(), mix.log_sigma.exp()[0].numpy(), mix.rho[0].numpy()
+    density = sum(
+        pi[j]
+        * multivariate_normal(
+            mu[j], [[sigma[j, 0] ** 2, rho[j] * sigma[j, 0] * sigma[j, 1]], [rho[j] * sigma[j, 0] * sigma[j, 1], sigma[j, 1] ** 2]]
+        ).pdf([0.3, -0.2])
+        for j in range(3)
+    )
+    e = torch.sigmoid(mix.eos_logit)[0].item()
+    expected = -math.log(density) - math.log(e)
+    assert mdn.nll(y, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_bias_sharpens_the_mixture():
+    torch.manual_seed(0)
+    y = torch.randn(4, mdn.output_size(5))
+    plain, biased = mdn.split(y, 0.0), mdn.split(y, 2.0)
+    assert torch.allclose(biased.log_sigma, plain.log_sigma - 2.0)
+    assert (biased.log_pi.exp().max(-1).values >= plain.log_pi.exp().max(-1).values).all()
+
+
+def test_full_sequence_equals_step_by_step():
+    """The training fast path (fused upper layers) and the sampling path (one step at a time) agree."""
+    torch.manual_seed(0)
+    model = Synthesis(TINY).eval()
+    offsets, texts = random_lines(3)
+    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    with torch.no_grad():
+        y_full, _, phi_full = model(x, text, text_mask, return_phi=True)
+        state, ys, phis = None, [], []
+        for t in range(x.shape[1]):
+            y, state, phi = model(x[:, t : t + 1], text, text_mask, state, return_phi=True)
+            ys.append(y)
+            phis.append(phi)
+    torch.testing.assert_close(torch.cat(ys, 1), y_full, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.cat(phis, 1), phi_full, rtol=1e-4, atol=1e-5)
+
+
+def test_padding_does_not_change_a_line():
+    torch.manual_seed(0)
+    model = Synthesis(TINY).eval()
+    offsets, texts = random_lines(3)
+    with torch.no_grad():
+        alone = evaluate_lines(model, offsets[:1], texts[:1])
+        together = evaluate_lines(model, offsets, texts)
+        x, target, mask, text, text_mask = lines_to_tensors(offsets, texts)
+        y, _ = model(x, text, text_mask)
+        per_line = (mdn.nll(y, target) * mask).sum(1)
+    assert per_line[0].item() == pytest.approx(alone["nll"], rel=1e-4)
+    assert together["nll"] == pytest.approx(per_line.mean().item(), rel=1e-4)
+    assert together["lines"] == 3 and together["points"] == sum(len(o) - 1 for o in offsets)
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    offsets, texts = random_lines(8)
+    task = SynthesisTask(model, (offsets, texts), (offsets[:2], texts[:2]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = list(range(8))
+    first = None
+    for _ in range(15):
+        result = task.loss(model, batch)
+        loss = result.nats / result.units
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert task.loss(model, batch).nats.item() / result.units < first - 0.2
+
+
+def test_sampling_is_seeded_and_ends():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    a = sample(model, ["hi there", "x"], bias=1.0, seed=3, steps_per_char=5)
+    b = sample(model, ["hi there", "x"], bias=1.0, seed=3, steps_per_char=5)
+    c = sample(model, ["hi there", "x"], bias=1.0, seed=4, steps_per_char=5)
+    assert len(a) == 2
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a[0], c[0])
+    assert len(a[0]) <= 8 * 5 + 21 and len(a[1]) <= 1 * 5 + 21  # the step cap holds
+    assert a[0].shape[1] == 3 and a[0][0].tolist() == [0, 0, 0]
+
+
+def test_primed_sampling_returns_only_new_ink_and_window_weights():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    offsets, _ = random_lines(1)
+    lines, phis = sample(model, ["new"], prime=Prime(offsets[0], "abc"), steps_per_char=4, return_phi=True)
+    assert len(lines[0]) <= 3 * 4 + 21
+    assert phis[0].shape == (len(lines[0]) - 1, 3)  # one row per sampled point, one column per new character

@@ -1,0 +1,81 @@
+import csv
+
+import pytest
+import torch
+
+from test_synthesis import TINY, random_lines
+from writemate import checkpoint
+from writemate.models.synthesis import Synthesis, SynthesisTask
+from writemate.train import TrainConfig, Trainer
+
+
+class Killed(Exception):
+    pass
+
+
+def make_trainer(run_dir, noise="none", epochs=2):
+    torch.manual_seed(0)
+    offsets, texts = random_lines(8)
+    task = SynthesisTask(Synthesis(TINY), (offsets, texts), (offsets[:2], texts[:2]))
+    config = TrainConfig(batch_size=3, epochs=epochs, checkpoint_minutes=0, noise=noise, lr=1e-2)
+    return Trainer(task, config, run_dir, family="synthesis", model_config={"model": TINY.to_dict()})
+
+
+@pytest.mark.parametrize("noise", ["none", "fixed", "adaptive"])
+def test_resume_after_a_kill_is_exact(tmp_path, noise):
+    whole = make_trainer(tmp_path / "whole", noise)
+    whole.fit()
+
+    def kill_at_step_4(event):
+        if event["event"] == "step" and event["step"] == 4:
+            raise Killed
+
+    broken = make_trainer(tmp_path / "broken", noise)
+    with pytest.raises(Killed):
+        broken.fit(kill_at_step_4)
+    resumed = make_trainer(tmp_path / "broken", noise)  # a fresh process would start like this
+    events = []
+    resumed.fit(events.append)
+    assert events[0] == {"event": "start", "resumed": True, "step": 3, "epoch": 1}
+    assert resumed.state.step == whole.state.step == 6
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_run_folder_outputs(tmp_path):
+    trainer = make_trainer(tmp_path / "run")
+    state = trainer.fit()
+    assert state.epoch == 2 and len(state.history) == 2
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert {r["metric"] for r in rows if r["split"] == "val"} == {"val_nll", "val_sse"}
+    best = checkpoint.read_config(tmp_path / "run" / "best")
+    assert best["family"] == "synthesis" and "val_nll" in best["metrics"]
+    model = Synthesis(TINY)
+    checkpoint.load_weights(model, tmp_path / "run" / "best")
+
+
+def test_refuses_a_checkpoint_of_another_model(tmp_path):
+    make_trainer(tmp_path / "run", epochs=1).fit()
+    other = make_trainer(tmp_path / "run")
+    other.model_config = {"model": {**TINY.to_dict(), "hidden": 99}}
+    with pytest.raises(checkpoint.CheckpointError, match="another model"):
+        other.fit()
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "rmsprop", "adadelta", "adam"])
+def test_every_optimizer_takes_a_step(tmp_path, name):
+    trainer = make_trainer(tmp_path / name, epochs=1)
+    trainer.config.optimizer = name
+    trainer.optimizer = __import__("writemate.train", fromlist=["make_optimizer"]).make_optimizer(
+        name, trainer._params, 1e-2, 0.9
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_step(list(range(3)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="unknown noise"):
+        TrainConfig(noise="loud")

@@ -1,0 +1,217 @@
+"""The Python API for writing: ``writemate.load().write("Hello")``.
+
+    >>> import writemate
+    >>> writer = writemate.load()
+    >>> page = writer.write("Dear Ada,\\nthank you!", style=3, bias=1.0, seed=7)
+    >>> page.save("note.svg")   # or page.to_svg(), page.to_png(), page.strokes
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from writemate import alphabet, checkpoint, ink, render
+from writemate.errors import WritemateError
+from writemate.models.synthesis import Prime, Synthesis, SynthesisConfig, sample
+
+STYLES_FILE = "styles.json"
+MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
+# A user's ink is scaled so that one character is this wide, as in IAM-OnDB
+# (median line width / characters), and resampled to the data's point spacing.
+UNITS_PER_CHAR = 185.0
+TYPICAL_STEP = 18.0  # median distance between consecutive IAM-OnDB points
+
+
+@dataclass
+class Style:
+    """A hand to write in: a primed line (normalised offsets) with its text."""
+
+    id: int
+    name: str
+    text: str
+    offsets: np.ndarray  # (T, 3), normalised
+    bias: float = 0.75  # the bias this style was chosen at
+
+    @property
+    def prime(self) -> Prime:
+        return Prime(self.offsets, self.text)
+
+
+@dataclass
+class Handwriting:
+    """A written page: its lines of text and their strokes (mm, y down), ready to save."""
+
+    texts: list[str]
+    lines: list[list[np.ndarray]]  # per text line, one (N, 2) array per pen-down stroke
+    page: render.PageStyle = field(default_factory=render.PageStyle)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def strokes(self) -> list[np.ndarray]:
+        """Every pen-down stroke of the page, in writing order."""
+        return [s for line in self.lines for s in line]
+
+    def with_page(self, **changes) -> "Handwriting":
+        """The same handwriting with other page settings (stroke width, colour, smoothing...)."""
+        return replace(self, page=replace(self.page, **changes))
+
+    def to_svg(self) -> str:
+        return render.to_svg(self.lines, self.page)
+
+    def to_png(self, dpi: int = 150) -> bytes:
+        return render.to_png(self.lines, self.page, dpi)
+
+    def to_json(self) -> str:
+        return render.to_json(self.lines, self.texts, self.meta)
+
+    def save(self, path: str | Path) -> None:
+        """Save as .svg, .png or .json, chosen by the file name."""
+        path = Path(path)
+        kind = output_kind(path)
+        data = {"svg": self.to_svg, "png": self.to_png, "json": self.to_json}[kind]()
+        render.save(path, data)
+
+
+def output_kind(path: Path) -> str:
+    kind = Path(path).suffix.lower().lstrip(".")
+    if kind not in ("svg", "png", "json"):
+        raise WritemateError(f"{path}: output must end in .svg, .png or .json")
+    return kind
+
+
+def prepare_text(text: str, replace_unknown: bool = False) -> str:
+    """Check (or with ``replace_unknown``, fix) the characters of a text before writing it."""
+    if replace_unknown:
+        text = alphabet.to_plain(text)
+    bad = alphabet.unknown_characters(text)
+    if bad:
+        raise alphabet.AlphabetError(bad)
+    if not text.strip():
+        raise WritemateError("nothing to write: the text is empty")
+    return text
+
+
+def user_ink_to_offsets(strokes: list[np.ndarray], text: str, stats: ink.OffsetStats) -> np.ndarray:
+    """Any user's line of ink (any units) to normalised offsets on the scale of the training data."""
+    strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in strokes if len(s)]
+    if not strokes:
+        raise WritemateError("the priming ink has no points")
+    x0, _, x1, _ = ink.bounding_box(strokes)
+    width = x1 - x0
+    if width <= 0:
+        raise WritemateError("the priming ink has no width")
+    scale = UNITS_PER_CHAR * max(len(text.strip()), 1) / width
+    strokes = [(s - strokes[0][0]) * scale for s in strokes]
+    strokes = ink.resample(ink.remove_jitter(strokes, TYPICAL_STEP / 4), TYPICAL_STEP)
+    return ink.normalise(ink.strokes_to_offsets(strokes), stats)
+
+
+def read_prime_file(path: Path) -> list[np.ndarray]:
+    """Strokes of one handwritten line from an IAM-OnDB line XML or a Writemate stroke JSON."""
+    from writemate.data import iam_ondb
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WritemateError(f"{path}: cannot read ({e.strerror})") from e
+    if path.suffix.lower() == ".json":
+        lines = [strokes for _, strokes in render.read_json(data) if strokes]
+        if len(lines) != 1:
+            raise WritemateError(f"{path}: a priming file must hold exactly one line of ink, found {len(lines)}")
+        return lines[0]
+    try:
+        strokes = iam_ondb.parse_line_xml(data)
+    except Exception as e:  # defusedxml and ElementTree raise several kinds
+        raise WritemateError(f"{path}: not an IAM-OnDB line XML or Writemate JSON file ({e})") from e
+    strokes, _ = ink.reject_corrupt(strokes, iam_ondb.MAX_STEP)
+    return strokes
+
+
+class Writer:
+    """A ready synthesis model with its styles. Make one with ``writemate.load()``."""
+
+    def __init__(self, model: Synthesis, stats: ink.OffsetStats, styles: list[Style], info: dict):
+        self.model = model.eval()
+        self.stats = stats
+        self.styles = styles
+        self.info = info
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "Writer":
+        folder = Path(folder)
+        meta = checkpoint.read_config(folder)
+        config = meta["config"]
+        model = Synthesis(SynthesisConfig(**config["model"]))
+        checkpoint.load_weights(model, folder)
+        stats = ink.OffsetStats(**config["stats"])
+        styles = []
+        styles_path = folder / STYLES_FILE
+        if styles_path.exists():
+            for s in json.loads(styles_path.read_text()):
+                styles.append(Style(s["id"], s["name"], s["text"], np.asarray(s["offsets"], np.float32), s.get("bias", 0.75)))
+        return cls(model, stats, styles, meta)
+
+    def style(self, style: int | None) -> Style | None:
+        if style is None:
+            return None
+        for s in self.styles:
+            if s.id == style:
+                return s
+        ids = ", ".join(str(s.id) for s in self.styles) or "none bundled"
+        raise WritemateError(f"no style {style}; choose one of: {ids}")
+
+    def write(
+        self,
+        text: str,
+        style: int | None = None,
+        bias: float = 0.75,
+        seed: int = 0,
+        width: int = 45,
+        prime_strokes: list[np.ndarray] | None = None,
+        prime_text: str | None = None,
+        replace_unknown: bool = False,
+        page: render.PageStyle | None = None,
+    ) -> Handwriting:
+        """Write ``text`` (any length: it is wrapped to ``width`` characters a line).
+
+        ``style`` picks a bundled hand; ``prime_strokes`` with ``prime_text``
+        writes in the hand of a given line instead. ``bias`` trades variety
+        for legibility (0: as sampled, 1-2: neater). Raises AlphabetError for
+        characters outside the alphabet unless ``replace_unknown``.
+        """
+        text = prepare_text(text, replace_unknown)
+        if bias < 0:
+            raise WritemateError("bias must be 0 or more")
+        prime = None
+        if prime_strokes is not None:
+            if not prime_text or not prime_text.strip():
+                raise WritemateError("priming with your own ink needs the text of that ink (prime_text)")
+            prime_text = prepare_text(" ".join(prime_text.split()), replace_unknown)
+            prime = Prime(user_ink_to_offsets(prime_strokes, prime_text, self.stats), prime_text)
+        elif style is not None:
+            prime = self.style(style).prime
+        lines = render.wrap(text, width)
+        started = time.perf_counter()
+        strokes_per_line = self._sample_lines(lines, bias, seed, prime)
+        page = page or render.PageStyle()
+        placed = render.place_lines(strokes_per_line, page)
+        meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
+        return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
+
+    def _sample_lines(self, lines: list[str], bias: float, seed: int, prime: Prime | None) -> list[list[np.ndarray]]:
+        """Strokes (whiteboard units) per line; blank lines get none."""
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        out: list[list[np.ndarray]] = [[] for _ in lines]
+        for start in range(0, len(todo), MAX_LINES_PER_BATCH):
+            chunk = todo[start : start + MAX_LINES_PER_BATCH]
+            sampled = sample(self.model, [lines[i] for i in chunk], bias=bias, seed=seed + start, prime=prime)
+            for i, offsets in zip(chunk, sampled):
+                out[i] = ink.offsets_to_strokes(ink.denormalise(offsets, self.stats))
+        return out
+

@@ -1,0 +1,121 @@
+"""``writemate lm train|evaluate|sample``: LSTM language models over characters or words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from writemate.cli import UsageError, _add_train_options, _progress_bar, _train_config
+
+DEFAULT_MODEL = "ptb-char"
+DEFAULT_MAX_VOCAB = {"char": 0, "word": 10000}  # 0: every symbol of the training text
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def _load_predictor(name_or_folder: str):
+    from writemate import loading
+    from writemate.checkpoint import read_config
+    from writemate.models.language import FAMILY
+
+    family = read_config(loading.resolve(name_or_folder)).get("family")
+    _require(family == FAMILY, f"{name_or_folder!r} is a {family} model, not a language model")
+    return loading.load(name_or_folder)
+
+
+def cmd_train(args) -> int:
+    from writemate.models.language import LanguageModelConfig, train_language_model
+
+    config = _train_config(args)
+    _require(args.bptt >= 1, "--bptt must be at least 1")
+    _require(args.max_val_tokens >= 0, "--max-val-tokens must not be negative")
+    try:
+        model_config = LanguageModelConfig(
+            level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    max_vocab = DEFAULT_MAX_VOCAB[args.level] if args.max_vocab is None else args.max_vocab
+    state = train_language_model(
+        args.data,
+        args.run,
+        model_config,
+        config,
+        _progress_bar(),
+        bptt=args.bptt,
+        max_vocab=max_vocab,
+        valid_fraction=args.valid_fraction,
+        max_val_tokens=args.max_val_tokens,
+    )
+    print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    _require(args.streams >= 1, "--streams must be at least 1")
+    _require(args.context >= 0 and args.max_tokens >= 0, "--context and --max-tokens must not be negative")
+    _require(args.dynamic_lr >= 0, "--dynamic-lr must not be negative")
+    predictor = _load_predictor(args.model)
+    metrics = predictor.evaluate(args.data, args.streams, args.context, args.dynamic_lr, args.max_tokens)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:15} {value:.4f}" if isinstance(value, float) else f"{key:15} {value}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    _require(args.length >= 1, "--length must be at least 1")
+    _require(args.temperature >= 0, "--temperature must not be negative")
+    predictor = _load_predictor(args.model)
+    print(predictor.sample(args.prime, args.length, args.temperature, args.seed))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from writemate.data.text import LEVELS
+
+    lm = sub.add_parser("lm", help="character- and word-level LSTM language models (Graves 2013 section 3)")
+    commands = lm.add_subparsers(dest="lm_command", required=True)
+
+    p = commands.add_parser("train", help="train a language model on a text file or folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a UTF-8 text file or folder; a folder with ptb.char.train.txt, ptb.train.txt or train.txt "
+        "(and valid/test beside it) uses those splits, anything else holds out its last part for validation",
+    )
+    p.add_argument("--level", choices=LEVELS, default="char")
+    p.add_argument("--hidden", type=int, default=1000, help="LSTM units per layer")
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--embedding", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--bptt", type=int, default=100, help="tokens per truncated back-propagation window")
+    p.add_argument("--max-vocab", type=int, default=None, help="keep the most frequent symbols (default: all characters, 10000 words)")
+    p.add_argument("--valid-fraction", type=float, default=0.05, help="share held out for validation when there is no valid file")
+    p.add_argument("--max-val-tokens", type=int, default=0, help="validate on the first N validation tokens only (0: all)")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("evaluate", help="bits per character and perplexity on a text file")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a bundled model name or a model, checkpoint or run folder")
+    p.add_argument("--data", type=Path, required=True, help="a text file, or a folder holding a test split (e.g. ptb.char.test.txt)")
+    p.add_argument("--streams", type=int, default=16, help="pieces of the text read side by side (1: exact single pass, slow)")
+    p.add_argument("--context", type=int, default=200, help="unscored tokens each piece reads first")
+    p.add_argument("--dynamic-lr", type=float, default=0.0, help="dynamic evaluation: SGD learning rate on the test text (0: off)")
+    p.add_argument("--max-tokens", type=int, default=0, help="evaluate the first N tokens only (0: all)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("sample", help="continue a prime text")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a bundled model name or a model, checkpoint or run folder")
+    p.add_argument("--prime", default="", help='text to continue, e.g. "Science is"')
+    p.add_argument("--length", type=int, default=300, help="tokens (characters or words) to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text; 0: always the most likely token")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 
 from writemate import loading
 from writemate.cli import main
@@ -26,12 +27,6 @@ from writemate.models.language import (
 from writemate.train import Trainer, TrainConfig
 
 torch.set_num_threads(1)
-
-PTB = next(
-    (p for p in (Path("/work/shared/data/ptb"), Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ptb") if (p / "ptb.char.test.txt").is_file()),
-    None,
-)
-needs_ptb = pytest.mark.skipif(PTB is None, reason="Penn Treebank not found at /work/shared/data/ptb or ../shared/data/ptb")
 
 
 @pytest.fixture(autouse=True)
@@ -257,13 +252,13 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
 # -- Penn Treebank --------------------------------------------------------------------------
 
 
-@needs_ptb
 def test_ptb_counts_follow_the_readme_conventions():
-    char = text.load_corpus(PTB, "char")
+    ptb = shared_data("ptb")  # skips when ../shared/data/ptb is missing
+    char = text.load_corpus(ptb, "char")
     assert len(char.vocab) == 51  # 50 characters and the unknown symbol
     assert char.test.tokens == char.test.characters == 442_423  # every character, end-of-lines included
     assert 0 not in char.test.ids[:]
-    word = text.load_corpus(PTB, "word")
+    word = text.load_corpus(ptb, "word")
     assert len(word.vocab) == 10_000 and word.vocab.symbols[0] == "<unk>"
     assert word.test.tokens == 82_430  # 78,669 words and one <eos> per line
     assert (word.test.words, word.test.characters) == (78_669, 442_423)

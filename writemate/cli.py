@@ -200,6 +200,30 @@ def cmd_styles(args) -> int:
     return 0
 
 
+def _line_progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="line", file=sys.stderr, leave=False)
+    return bar.update
+
+
+def cmd_evaluate_synthesis(args) -> int:
+    from writemate import evaluate, loading
+    from writemate.data import iam_ondb
+
+    writer = loading.load(args.model)
+    lines = len(iam_ondb.prepare(args.data).ids)
+    result = evaluate.synthesis_nll(writer, args.data, _line_progress(min(lines, args.limit or lines)), args.limit)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"lines:      {result['lines']}")
+        print(f"points:     {result['points']} predicted ({result['corrupt_points_removed']} corrupt points removed by the reader)")
+        print(f"NLL:        {result['nll']:.1f} nats per line")
+        print(f"SSE:        {result['sse']:.4f} per point (normalised offsets)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writemate", description="Handwriting synthesis and recognition with recurrent networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=Path, help="also write a PNG showing every style")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_styles)
+
+    p = sub.add_parser("evaluate", help="measure a trained model on your copy of a dataset")
+    targets = p.add_subparsers(dest="target", required=True)
+    t = targets.add_parser("synthesis", help="NLL per line and SSE per point on IAM-OnDB lines (Graves Table 3)")
+    t.add_argument("--data", type=Path, required=True, help="folder holding the IAM-OnDB archives")
+    t.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
+    t.add_argument("--limit", type=int, default=0, help="only the first N lines (0: all)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=cmd_evaluate_synthesis)
 
     for module in COMMAND_MODULES:  # command groups that live beside their model family
         importlib.import_module(module).add_commands(sub)

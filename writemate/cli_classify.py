@@ -96,11 +96,29 @@ def _prepare(args):
     return data, test_data, features, model, split, _train_config(args)
 
 
+def _command_line(args, name: str) -> str:
+    """The options of a parsed ``writemate classify`` command, written out so that it can be run again."""
+    words = ["writemate", "classify", name]
+    for key, value in vars(args).items():
+        if key in ("func", "command", "classify_command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            if value:
+                words += [flag, ",".join(str(v) for v in value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
 def cmd_train(args) -> int:
     from writemate.models import classifier
 
     data, test_data, features, model, split, train_config = _prepare(args)
-    result = classifier.train_classifier(data, features, model, split, train_config, args.run, _progress_bar(), test_data)
+    command = _command_line(args, "train")
+    result = classifier.train_classifier(data, features, model, split, train_config, args.run, _progress_bar(), test_data, command)
     if result.test:
         print(classifier.report_text(result.test), file=sys.stderr)
     summary = {"run": str(args.run), "model": str(result.best_folder), "step": result.state.step, "epoch": result.state.epoch}
@@ -158,23 +176,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _command_line(args) -> str:
-    """The options of a parsed command, written out so that it can be run again."""
-    words = ["writemate", "classify", "experiment"]
-    for key, value in vars(args).items():
-        if key in ("func", "command", "classify_command") or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif isinstance(value, list):
-            if value:
-                words += [flag, ",".join(str(v) for v in value)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
-
-
 def cmd_experiment(args) -> int:
     from writemate.models import classifier
 
@@ -185,7 +186,7 @@ def cmd_experiment(args) -> int:
     if unknown or not args.cells or not args.layers or not set(args.layers) <= {1, 2, 3}:
         raise UsageError("--cells takes rnn, lstm, gru and --layers 1, 2, 3 (comma-separated)")
     rows = classifier.run_experiments(data, features, model, split, train_config, args.run, args.cells, args.layers, args.rotate, _progress_bar())
-    table = classifier.experiment_table(rows, _command_line(args))
+    table = classifier.experiment_table(rows, _command_line(args, "experiment"))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)

@@ -397,12 +397,13 @@ def train_classifier(
     run_dir: Path,
     progress: Callable[[dict], None] | None = None,
     test_data: SequenceSet | None = None,
+    command: str = "",
 ) -> TrainResult:
     """Split, train with the generic trainer, then test the best model and write its report.
 
     ``test_data``, if given, is the test set (the split then only takes validation data).
-    The run folder gets ``best/`` (the model), ``test_metrics.json``, ``test_confusion.txt``
-    and ``test_confusion.png``.
+    The run folder gets ``best/`` (the model, with a ``MODEL_CARD.md``), ``test_metrics.json``,
+    ``test_confusion.txt`` and ``test_confusion.png``.
     """
     parts = split_data(data, features, replace(split, test_fraction=0.0) if test_data is not None else split)
     train, val = data.subset(parts.train), data.subset(parts.val)
@@ -430,7 +431,55 @@ def train_classifier(
     if len(test):
         result = Classifier.from_folder(best).evaluate(test)
         write_report(result, Path(run_dir))
+    card = model_card(checkpoint.read_config(best), result, command)
+    checkpoint.atomic_write_bytes(best / "MODEL_CARD.md", card.encode())
     return TrainResult(state, result, best)
+
+
+def model_card(meta: dict, test: dict, command: str = "") -> str:
+    """A model card in markdown from a model folder's ``config.json`` and its test report."""
+    config = meta["config"]
+    model, features, split = config["model"], config["features"], config["split"]
+    kind = features["kind"]
+    if kind == "ink":
+        ink = features["ink"]
+        used = [name for name in ("position", "offsets", "pen") if ink[name]]
+        feature_text = f"pen points resampled every {ink['step']} (of the larger side of the bounding box): {', '.join(used)}"
+    elif kind == "audio":
+        a = features["audio"]
+        feature_text = (
+            f"{a['n_mfcc']} MFCC{' + deltas + delta-deltas' if a['deltas'] else ''} at {a['sample_rate']} Hz, "
+            f"{a['frame_ms']} ms frames every {a['hop_ms']} ms{', per-recording CMVN' if a['cmvn'] else ''}"
+        )
+    else:
+        feature_text = f"{features['vector_size']} values per step, as given"
+    held_out = {"writer": "writers", "speaker": "speakers", "sample": "samples"}[split["by"]]
+    lines = [
+        "# Sequence classifier",
+        "",
+        f"Classes ({len(model['classes'])}): {' '.join(model['classes'])}",
+        "",
+        "## Model",
+        f"- {'bidirectional ' if model['bidirectional'] else ''}{model['cell'].upper()}, {model['layers']} layer(s) of "
+        f"{model['hidden']} units, dropout {model['dropout']}, {model['pooling']} pooling",
+        f"- input: {feature_text}",
+        "",
+        "## Data and split",
+        f"- split by {split['by']} (seed {split['seed']}): test {held_out} never seen in training or validation",
+        f"- samples: {config['data_samples']}",
+    ]
+    if config.get("test_groups"):
+        lines.append(f"- test {held_out}: {', '.join(config['test_groups'])}")
+    lines += ["", "## Training", f"- {meta.get('step', '?')} steps, {meta.get('train_seconds', '?')} s of training"]
+    lines.append(f"- validation at the saved step: {meta.get('metrics', {})}")
+    if command:
+        lines.append(f"- command: `{command}`")
+    lines += ["", "## Test results"]
+    if test:
+        lines += [f"Accuracy {100 * test['accuracy']:.2f} % on {test['samples']} samples.", "", "```", report_text(test), "```"]
+    else:
+        lines.append("No test set was held out for this model.")
+    return "\n".join(lines) + "\n"
 
 
 def classes_of(data: SequenceSet) -> list[str]:

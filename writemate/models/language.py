@@ -173,7 +173,7 @@ def evaluate_stream(
                 (nll.sum() / scored.sum()).backward()
                 optimizer.step()
             state = detach(state)
-    return Score(nats, n, stream.characters + 1, stream.words, errors)
+    return Score(nats, n, stream.characters, stream.words, errors)
 
 
 # -- training ------------------------------------------------------------------------

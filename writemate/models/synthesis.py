@@ -14,6 +14,7 @@ use PyTorch's fused LSTM.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +50,21 @@ class WindowState:
     kappa: torch.Tensor  # (B, K) window positions
     w: torch.Tensor  # (B, A) window vector
     upper: list[tuple[torch.Tensor, torch.Tensor]]  # (1, B, H) h and c of layers 2..N
+
+
+def _lstm_step(lstm: nn.LSTM, x: torch.Tensor, hc: tuple[torch.Tensor, torch.Tensor]):
+    """One step of a one-layer ``nn.LSTM`` with its own weights; x (B, 1, I), h and c (1, B, H).
+
+    Same result as ``lstm(x, hc)``, without the fused kernel's set-up cost,
+    which dominates when sampling one point at a time.
+    """
+    h, c = hc
+    gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x[:, 0], lstm.weight_ih_l0.t())
+    gates = torch.addmm(gates, h[0], lstm.weight_hh_l0.t())  # (B, 4H), PyTorch's gate order i, f, g, o
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c_new = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    return h_new.unsqueeze(1), (h_new.unsqueeze(0), c_new.unsqueeze(0))
 
 
 class Synthesis(nn.Module):
@@ -142,7 +158,8 @@ class Synthesis(nn.Module):
         upper_states = []
         below = h1
         for lstm, hc in zip(self.upper, state.upper):
-            below, hc = lstm(torch.cat([x, wseq, below], dim=-1), hc)  # skip from input, window and layer below
+            inputs = torch.cat([x, wseq, below], dim=-1)  # skip connections from input and window, plus layer below
+            below, hc = lstm(inputs, hc) if t > 1 else _lstm_step(lstm, inputs, hc)
             hidden.append(below)
             upper_states.append(hc)
         y = self.output(torch.cat(hidden, dim=-1))  # (B, T, 1 + 6M)
@@ -165,8 +182,17 @@ def lines_to_tensors(offsets: list[np.ndarray], texts: list[list[int]]):
     return seq[:, :-1], seq[:, 1:], seq_mask[:, 1:], text, text_mask
 
 
-def evaluate_lines(model: Synthesis, offsets: list[np.ndarray], texts: list[list[int]], batch_size: int = 32) -> dict:
-    """Mean NLL in nats per line and SSE per point of normalised offsets (Graves Table 3 protocol)."""
+def evaluate_lines(
+    model: Synthesis,
+    offsets: list[np.ndarray],
+    texts: list[list[int]],
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Mean NLL in nats per line and SSE per point of normalised offsets (Graves Table 3 protocol).
+
+    ``progress`` is called with the number of lines done after each batch.
+    """
     total_nll, total_sse, points = 0.0, 0.0, 0
     model.eval()
     with torch.inference_mode():
@@ -177,6 +203,8 @@ def evaluate_lines(model: Synthesis, offsets: list[np.ndarray], texts: list[list
             err = ((mdn.mean_xy(y) - target[..., :2]) ** 2).sum(-1)
             total_sse += float((err * mask).sum())
             points += int(mask.sum())
+            if progress:
+                progress(len(idx))
     return {"nll": total_nll / len(offsets), "sse": total_sse / max(points, 1), "lines": len(offsets), "points": points}
 
 

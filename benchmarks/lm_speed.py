@@ -37,14 +37,21 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     vocab = VOCAB[args.level]
     config = LanguageModelConfig(
-        vocab_size=vocab, level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout
+        vocab_size=vocab,
+        level=args.level,
+        embedding=args.embedding,
+        hidden=args.hidden,
+        layers=args.layers,
+        dropout=args.dropout,
     )
     model = LanguageModel(config)
     tokens = args.batch_size * args.bptt * 1000
     ids = np.random.default_rng(0).integers(0, vocab, tokens + 1).astype(np.uint16)
     stream = Stream(ids, characters=tokens, words=tokens // 5)
     task = LanguageModelTask(model, stream, stream, bptt=args.bptt)
-    train_config = TrainConfig(optimizer=args.optimizer, lr=1e-3, batch_size=args.batch_size, noise=args.noise, bf16=args.bf16)
+    train_config = TrainConfig(
+        optimizer=args.optimizer, lr=1e-3, batch_size=args.batch_size, noise=args.noise, bf16=args.bf16
+    )
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(task, train_config, Path(run), family="language-model", model_config={})
         batches = task.batches(0, 0, args.batch_size)

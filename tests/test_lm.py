@@ -38,7 +38,8 @@ def write_toy_text(path: Path, lines: int = 300, seed: int = 0) -> Path:
     """Short sentences from a tiny vocabulary: easy to learn, quick to read."""
     rng = random.Random(seed)
     words = "the cat sat on a mat and the dog ran to the park".split()
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) for _ in range(lines)) + "\n")
+    sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) for _ in range(lines)]
+    path.write_text("\n".join(sentences) + "\n")
     return path
 
 
@@ -172,7 +173,8 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
 
     with pytest.raises(Killed):
         tiny_trainer(tmp_path, "killed", init_seed=0, noise="fixed", weight_noise=0.01).fit(kill_at_step(7))
-    resumed = tiny_trainer(tmp_path, "killed", init_seed=123, noise="fixed", weight_noise=0.01)  # other init: weights must come from the checkpoint
+    # another initialisation: the weights must come from the checkpoint
+    resumed = tiny_trainer(tmp_path, "killed", init_seed=123, noise="fixed", weight_noise=0.01)
     events = []
     resumed.fit(events.append)
     assert events[0] == {"event": "start", "resumed": True, "step": 6, "epoch": 0}
@@ -201,7 +203,8 @@ def test_dynamic_evaluation_adapts_a_copy_and_lowers_bpc(tmp_path):
 def train_cli(tmp_path: Path) -> Path:
     data = write_toy_text(tmp_path / "toy.txt")
     run = tmp_path / "run"
-    argv = ["lm", "train", "--data", str(data), "--run", str(run), "--hidden", "16", "--embedding", "8", "--epochs", "1", "--batch-size", "4", "--bptt", "20"]
+    sizes = ["--hidden", "16", "--embedding", "8", "--epochs", "1", "--batch-size", "4", "--bptt", "20"]
+    argv = ["lm", "train", "--data", str(data), "--run", str(run), *sizes]
     assert main(argv) == 0
     return run
 
@@ -237,7 +240,7 @@ def test_loaded_model_samples_greedily_at_temperature_zero(tmp_path):
         (["lm", "train", "--data", "{tmp}/latin1.txt", "--run", "{tmp}/r", "--bptt", "0"], "--bptt must be at least 1"),
         (["lm", "sample", "--model", "{tmp}/other", "--length", "5"], "is a synthesis model, not a language model"),
         (["lm", "sample", "--model", "{tmp}/other", "--temperature", "-1"], "--temperature must not be negative"),
-        (["lm", "evaluate", "--model", "{tmp}/other", "--data", "x.txt", "--streams", "0"], "--streams must be at least 1"),
+        (["lm", "evaluate", "--model", "{tmp}/other", "--data", "x", "--streams", "0"], "--streams must be at least 1"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):

@@ -104,7 +104,8 @@ class Vocabulary:
     def from_counts(cls, level: str, counts: Counter, max_size: int = 0, min_count: int = 1) -> "Vocabulary":
         """Unknown and end-of-line first, then the most frequent symbols (ties in code-point order)."""
         specials = [UNK[level], EOL[level]]
-        ranked = sorted((s for s, n in counts.items() if n >= min_count and s not in specials), key=lambda s: (-counts[s], s))
+        kept = [s for s, n in counts.items() if n >= min_count and s not in specials]
+        ranked = sorted(kept, key=lambda s: (-counts[s], s))
         if max_size:
             ranked = ranked[: max(max_size - len(specials), 0)]
         return cls(level=level, symbols=specials + ranked)
@@ -120,7 +121,10 @@ def text_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise TextDataError(f"{path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    files = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
+            files.append(p)
     if not files:
         raise TextDataError(f"{path}: the folder holds no files")
     return files
@@ -315,15 +319,19 @@ def find_test(path: Path, level: str) -> Path:
         for prefix in SPLIT_PREFIXES[level]:
             if (path / f"{prefix}test.txt").is_file():
                 return path / f"{prefix}test.txt"
-        raise TextDataError(f"{path}: no test file for a {level} model ({', '.join(p + 'test.txt' for p in SPLIT_PREFIXES[level])})")
+        names = ", ".join(f"{prefix}test.txt" for prefix in SPLIT_PREFIXES[level])
+        raise TextDataError(f"{path}: no test file for a {level} model ({names})")
     raise TextDataError(f"{path}: no such file or folder")
 
 
-def build_vocabulary(source: Source, level: str, max_size: int = 0, min_count: int = 1, cache_dir: Path | None = None) -> Vocabulary:
+def build_vocabulary(
+    source: Source, level: str, max_size: int = 0, min_count: int = 1, cache_dir: Path | None = None
+) -> Vocabulary:
     """The vocabulary of a training text, cached by the files' names, sizes and times."""
     if level not in LEVELS:
         raise TextDataError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
-    cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"lm-vocab-{_fingerprint(level, max_size, min_count, *source.key())}.json"
+    key = _fingerprint(level, max_size, min_count, *source.key())
+    cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"lm-vocab-{key}.json"
     if cache.exists():
         try:
             return Vocabulary.from_dict(json.loads(cache.read_text()))
@@ -368,7 +376,12 @@ class Corpus:
 
 
 def load_corpus(
-    path: Path, level: str, max_vocab: int = 0, min_count: int = 1, valid_fraction: float = 0.05, cache_dir: Path | None = None
+    path: Path,
+    level: str,
+    max_vocab: int = 0,
+    min_count: int = 1,
+    valid_fraction: float = 0.05,
+    cache_dir: Path | None = None,
 ) -> Corpus:
     """Vocabulary from the training part, and every split encoded with it."""
     sources = find_splits(path, level, valid_fraction)

@@ -137,12 +137,12 @@ def evaluate_stream(
 ) -> Score:
     """Score every token of ``stream``, reading it as ``streams`` pieces side by side.
 
-    Each piece after the first first reads the ``context`` tokens before it
-    without scoring them, so it starts with a warm state; with ``streams=1``
-    the text is read in one go. With ``dynamic_lr`` > 0 (dynamic evaluation,
-    Graves 2013 section 3.1) a copy of the model takes an SGD step on every
-    window after scoring it; pieces then start cold (no context), so no
-    token is ever trained on before it has been scored.
+    Every piece but the first starts by reading the ``context`` tokens before
+    it without scoring them, so its state is warm when scoring begins; with
+    ``streams=1`` the text is read in one go. With ``dynamic_lr`` > 0 (dynamic
+    evaluation, Graves 2013 section 3) a copy of the model takes an SGD step
+    on every window after scoring it; pieces then start cold (no context), so
+    no token is ever trained on before it has been scored.
     """
     dynamic = dynamic_lr > 0
     if dynamic:
@@ -306,11 +306,13 @@ class TextPredictor:
     def level(self) -> str:
         return self.vocab.level
 
-    def evaluate(self, data: Path, streams: int = 16, context: int = 200, dynamic_lr: float = 0.0, max_tokens: int = 0) -> dict:
+    def evaluate(
+        self, data: Path, streams: int = 16, context: int = 200, dynamic_lr: float = 0.0, max_tokens: int = 0
+    ) -> dict:
         """BPC, perplexity, error (%) and counts on a file, or on the test file of a folder."""
         path = text.find_test(data, self.level)
         stream = text.encode_file(path, self.vocab).head(max_tokens)
-        score = evaluate_stream(self.model, stream, streams=streams, bptt=self.bptt, context=context, dynamic_lr=dynamic_lr)
+        score = evaluate_stream(self.model, stream, streams, self.bptt, context, dynamic_lr)
         return {**score.metrics(self.level), "file": str(path), "dynamic": dynamic_lr > 0}
 
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, seed: int = 0) -> str:

@@ -17,7 +17,9 @@ from writemate.errors import WritemateError
 
 EXIT_BAD_INPUT = 2
 
-# Modules with an ``add_commands(subparsers)`` function; each parser it adds sets ``func``.
+# Modules with an ``add_commands(subparsers)`` function, and optionally
+# ``add_evaluate_targets(subparsers)`` for `writemate evaluate <target>`;
+# each parser they add sets ``func``.
 COMMAND_MODULES: list[str] = ["writemate.cli_lm", "writemate.cli_classify"]
 
 
@@ -41,6 +43,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-minutes", type=float, default=0.0, help="stop after this many minutes of training (0: no limit)")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0)
     g.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
+    g.add_argument("--lr-decay", type=float, default=1.0, help="multiply the learning rate by this after every epoch")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
@@ -269,8 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.set_defaults(func=cmd_evaluate_synthesis)
 
-    for module in COMMAND_MODULES:  # command groups that live beside their model family
-        importlib.import_module(module).add_commands(sub)
+    for name in COMMAND_MODULES:  # command groups that live beside their model family
+        module = importlib.import_module(name)
+        module.add_commands(sub)
+        if hasattr(module, "add_evaluate_targets"):  # e.g. `writemate evaluate prediction`
+            module.add_evaluate_targets(targets)
     return parser
 
 

@@ -53,6 +53,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     eval_every: int = 0  # also validate every N steps (0: once per epoch)
     bf16: bool = False  # bfloat16 autocast for forward passes
+    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
     seed: int = 0
 
     def __post_init__(self):
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISE)}")
         if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("lr must be positive, batch_size and epochs at least 1")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError("lr_decay must be in (0, 1]")
 
 
 @dataclass
@@ -177,9 +180,11 @@ class Trainer:
             return False
         meta = json.loads(meta_path.read_text())
         if meta["family"] != self.family or meta["model_config"] != self.model_config:
+            changed = sorted(k for k in set(meta["model_config"]) | set(self.model_config)
+                             if meta["model_config"].get(k) != self.model_config.get(k))
             raise checkpoint.CheckpointError(
-                f"{self.run_dir} holds a checkpoint of another model ({meta['family']} {meta['model_config']}); "
-                "use a new run folder"
+                f"{self.run_dir} holds a checkpoint of another model ({meta['family']}; differs in: "
+                f"{', '.join(changed) or 'family'}); use a new run folder"
             )
         tensors = checkpoint.load_tensors(self.checkpoint_path)
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -299,14 +304,18 @@ class Trainer:
                 if cfg.eval_every and self.state.step % cfg.eval_every == 0:
                     emit({"event": "val", **self.validate()})
                 out_of_time = cfg.max_minutes and self.state.train_seconds >= cfg.max_minutes * 60
-                if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60 or out_of_time:
+                if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
                     self.save_checkpoint()
                     last_save = time.monotonic()
                 if out_of_time:
+                    emit({"event": "val", **self.validate()})  # so best/ sees the last partial epoch
+                    self.save_checkpoint()
                     emit({"event": "stop", "reason": "max_minutes"})
                     return self.state
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
+            for group in self.optimizer.param_groups:  # saved with the optimiser, so resume keeps it
+                group["lr"] *= cfg.lr_decay
             emit({"event": "val", **self.validate()})
             self.save_checkpoint()
             last_save = time.monotonic()

@@ -1,0 +1,49 @@
+"""Copy a trained model folder (a run's best/) into the package's bundled weights.
+
+    python tools/export_model.py RUN/best writemate/weights/synthesis [--fp16]
+
+Copies model.safetensors (optionally as fp16) and config.json, and keeps the
+destination's MODEL_CARD.md and styles.json (write those by hand / with
+tools/make_styles.py). Refuses to replace bundled weights with worse ones
+unless --force: the validation metric in config.json must be lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from writemate import checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--metric", default="val_nll", help="lower is better")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args()
+    new = checkpoint.read_config(args.source)
+    old_path = args.destination / checkpoint.CONFIG
+    if old_path.exists() and not args.force:
+        old = json.loads(old_path.read_text())
+        old_value, new_value = old.get("metrics", {}).get(args.metric), new.get("metrics", {}).get(args.metric)
+        if old_value is not None and (new_value is None or new_value >= old_value):
+            raise SystemExit(f"refusing: {args.metric} {new_value} is not better than the bundled {old_value}")
+    args.destination.mkdir(parents=True, exist_ok=True)
+    tensors = checkpoint.load_tensors(args.source / checkpoint.WEIGHTS)
+    if args.fp16:
+        tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
+    checkpoint.save_tensors(args.destination / checkpoint.WEIGHTS, tensors)
+    shutil.copyfile(args.source / checkpoint.CONFIG, old_path)
+    size = (args.destination / checkpoint.WEIGHTS).stat().st_size / 1e6
+    print(f"exported {args.source} -> {args.destination} ({size:.1f} MB), {args.metric} {new.get('metrics', {}).get(args.metric)}")
+
+
+if __name__ == "__main__":
+    main()

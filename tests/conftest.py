@@ -98,3 +98,20 @@ def make_tiny_writer_folder(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_writer_dir(tmp_path) -> Path:
     return make_tiny_writer_folder(tmp_path / "tiny-synthesis")
+
+
+def make_tiny_prediction_folder(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny prediction model saved like a bundled one."""
+    from writemate import checkpoint
+    from writemate.models.prediction import FAMILY, Prediction, PredictionConfig
+
+    torch.manual_seed(seed)
+    config = PredictionConfig(hidden=16, layers=2, mixtures=3)
+    stats = {"mean_x": 8.0, "mean_y": 0.0, "std_x": 40.0, "std_y": 37.0}
+    checkpoint.save_model(folder, Prediction(config), FAMILY, {"model": config.to_dict(), "stats": stats})
+    return folder
+
+
+@pytest.fixture
+def tiny_prediction_dir(tmp_path) -> Path:
+    return make_tiny_prediction_folder(tmp_path / "tiny-prediction")

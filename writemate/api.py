@@ -25,6 +25,9 @@ MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several 
 # (median line width / characters), and resampled to the data's point spacing.
 UNITS_PER_CHAR = 185.0
 TYPICAL_STEP = 18.0  # median distance between consecutive IAM-OnDB points
+# Without a text, a user's ink is scaled by its height instead: the median over
+# IAM-OnDB lines of the spread between the 5th and 95th percentile of y.
+TYPICAL_HEIGHT = 350.0
 
 
 @dataclass
@@ -96,8 +99,12 @@ def prepare_text(text: str, replace_unknown: bool = False) -> str:
     return text
 
 
-def user_ink_to_offsets(strokes: list[np.ndarray], text: str, stats: ink.OffsetStats) -> np.ndarray:
-    """Any user's line of ink (any units) to normalised offsets on the scale of the training data."""
+def user_ink_to_offsets(strokes: list[np.ndarray], text: str | None, stats: ink.OffsetStats) -> np.ndarray:
+    """Any user's line of ink (any units) to normalised offsets on the scale of the training data.
+
+    With its ``text`` the ink is scaled by its width per character; without
+    (``None``, for the prediction network) by its height.
+    """
     strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in strokes if len(s)]
     if not strokes:
         raise WritemateError("the priming ink has no points")
@@ -105,7 +112,14 @@ def user_ink_to_offsets(strokes: list[np.ndarray], text: str, stats: ink.OffsetS
     width = x1 - x0
     if width <= 0:
         raise WritemateError("the priming ink has no width")
-    scale = UNITS_PER_CHAR * max(len(text.strip()), 1) / width
+    if text is None:
+        ys = np.concatenate(strokes)[:, 1]
+        height = np.percentile(ys, 95) - np.percentile(ys, 5)
+        if height <= 0:
+            raise WritemateError("the priming ink has no height")
+        scale = TYPICAL_HEIGHT / height
+    else:
+        scale = UNITS_PER_CHAR * max(len(text.strip()), 1) / width
     strokes = [(s - strokes[0][0]) * scale for s in strokes]
     strokes = ink.resample(ink.remove_jitter(strokes, TYPICAL_STEP / 4), TYPICAL_STEP)
     return ink.normalise(ink.strokes_to_offsets(strokes), stats)

@@ -20,7 +20,7 @@ EXIT_BAD_INPUT = 2
 # Modules with an ``add_commands(subparsers)`` function, and optionally
 # ``add_evaluate_targets(subparsers)`` for `writemate evaluate <target>`;
 # each parser they add sets ``func``.
-COMMAND_MODULES: list[str] = ["writemate.cli_lm", "writemate.cli_classify"]
+COMMAND_MODULES: list[str] = ["writemate.cli_lm", "writemate.cli_classify", "writemate.cli_prediction"]
 
 
 class UsageError(WritemateError):
@@ -94,12 +94,19 @@ def _progress_bar():
 
 def cmd_train(args) -> int:
     from writemate import pipelines
+    from writemate.models.prediction import PredictionConfig
     from writemate.models.synthesis import SynthesisConfig
 
     config = _train_config(args)
     if args.family == "synthesis":
         model_config = SynthesisConfig(hidden=args.hidden, layers=args.layers)
         state = pipelines.train_synthesis(args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines)
+    elif args.family == "prediction":
+        try:
+            model_config = PredictionConfig(hidden=args.hidden, layers=args.layers)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        state = pipelines.train_prediction(args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines)
     else:
         raise UsageError(f"unknown model family {args.family!r}")
     print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
@@ -128,6 +135,14 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"{path}: cannot write there ({e.strerror})") from e
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{path}: file is not writable")
+
+
+def add_page_options(p: argparse.ArgumentParser) -> None:
+    """The page options read by :func:`_page_style`."""
+    p.add_argument("--line-height", type=float, default=12.0, help="mm between lines")
+    p.add_argument("--stroke-width", type=float, default=0.5, help="pen width in mm")
+    p.add_argument("--color", default="#1a1a2e", help="ink colour (CSS name or #rrggbb)")
+    p.add_argument("--smooth", type=int, default=0, help="smooth strokes over N points for display (0: raw, for plotters)")
 
 
 def _page_style(args):
@@ -212,19 +227,32 @@ def _line_progress(total: int):
 
 def cmd_evaluate_synthesis(args) -> int:
     from writemate import evaluate, loading
-    from writemate.data import iam_ondb
 
     writer = loading.load(args.model)
-    lines = len(iam_ondb.prepare(args.data).ids)
-    result = evaluate.synthesis_nll(writer, args.data, _line_progress(min(lines, args.limit or lines)), args.limit)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"lines:      {result['lines']}")
-        print(f"points:     {result['points']} predicted ({result['corrupt_points_removed']} corrupt points removed by the reader)")
-        print(f"NLL:        {result['nll']:.1f} nats per line")
-        print(f"SSE:        {result['sse']:.4f} per point (normalised offsets)")
+    lines = evaluate.line_count(args.data, args.split)
+    result = evaluate.synthesis_nll(writer, args.data, _line_progress(min(lines, args.limit or lines)), args.limit, args.split)
+    print_evaluation(result, args.json)
     return 0
+
+
+def add_evaluation_options(t: argparse.ArgumentParser) -> None:
+    """Options shared by `writemate evaluate synthesis` and `evaluate prediction`."""
+    from writemate.evaluate import SPLITS
+
+    t.add_argument("--split", choices=SPLITS, default="all", help="all lines, or one side of the training split (by text group)")
+    t.add_argument("--limit", type=int, default=0, help="only the first N lines (0: all)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def print_evaluation(result: dict, as_json: bool) -> None:
+    """An NLL/SSE evaluation (Graves Tables 2-3) as one JSON object or as readable lines."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"lines:      {result['lines']}")
+    print(f"points:     {result['points']} predicted ({result['corrupt_points_removed']} corrupt points removed by the reader)")
+    print(f"NLL:        {result['nll']:.1f} nats per line")
+    print(f"SSE:        {result['sse']:.4f} per point (normalised offsets)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a network on your own copy of a dataset")
-    p.add_argument("family", choices=["synthesis"])
+    p.add_argument("family", choices=["synthesis", "prediction"], help="synthesis (section 5, text to handwriting) or prediction (section 4, unconditional)")
     p.add_argument("--data", type=Path, required=True, help="folder holding the IAM-OnDB archives (or their unpacked folders)")
     p.add_argument("--hidden", type=int, default=400)
     p.add_argument("--layers", type=int, default=3)
@@ -250,10 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prime", type=Path, help="write in the hand of this line: IAM-OnDB line XML or Writemate JSON")
     p.add_argument("--prime-text", help="the text written in the --prime file")
     p.add_argument("--replace-unknown", action="store_true", help="replace characters outside the alphabet (é to e, curly quotes to straight)")
-    p.add_argument("--line-height", type=float, default=12.0, help="mm between lines")
-    p.add_argument("--stroke-width", type=float, default=0.5, help="pen width in mm")
-    p.add_argument("--color", default="#1a1a2e", help="ink colour (CSS name or #rrggbb)")
-    p.add_argument("--smooth", type=int, default=0, help="smooth strokes over N points for display (0: raw, for plotters)")
+    add_page_options(p)
     p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
     p.set_defaults(func=cmd_write)
 
@@ -268,8 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = targets.add_parser("synthesis", help="NLL per line and SSE per point on IAM-OnDB lines (Graves Table 3)")
     t.add_argument("--data", type=Path, required=True, help="folder holding the IAM-OnDB archives")
     t.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
-    t.add_argument("--limit", type=int, default=0, help="only the first N lines (0: all)")
-    t.add_argument("--json", action="store_true", help="print one JSON object")
+    add_evaluation_options(t)
     t.set_defaults(func=cmd_evaluate_synthesis)
 
     for name in COMMAND_MODULES:  # command groups that live beside their model family

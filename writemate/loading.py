@@ -19,6 +19,7 @@ DEFAULT = "synthesis"
 # family -> "module:callable" taking the model folder and returning a ready object.
 LOADERS = {
     "synthesis": "writemate.api:Writer.from_folder",
+    "prediction": "writemate.scribble:Scribbler.from_folder",
     "classifier": "writemate.models.classifier:Classifier.from_folder",
     "language-model": "writemate.models.language:TextPredictor.from_folder",
 }

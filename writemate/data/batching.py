@@ -40,3 +40,12 @@ def pad(sequences: list[np.ndarray], dtype=torch.float32) -> tuple[torch.Tensor,
         out[i, : len(s)] = s
         mask[i, : len(s)] = True
     return torch.as_tensor(out, dtype=dtype), torch.as_tensor(mask)
+
+
+def teacher_forcing(offsets: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch for teacher forcing: inputs are points 0..T-2, targets points 1..T-1.
+
+    Returns x (B, T-1, 3), target (B, T-1, 3), mask (B, T-1).
+    """
+    seq, mask = pad(offsets)  # (B, T, 3), (B, T)
+    return seq[:, :-1], seq[:, 1:], mask[:, 1:]

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from writemate.data import batching
 
 LOG_2PI = math.log(2 * math.pi)
 MIN_LOG_SIGMA = -7.0  # keeps the density finite on repeated points (zero moves)
@@ -88,3 +92,32 @@ def sample(y: torch.Tensor, bias: float | torch.Tensor = 0.0, generator: torch.G
     dy = mu[:, 1] + sigma[:, 1] * (rho * n[:, 0] + torch.sqrt(1 - rho**2) * n[:, 1])
     eos = (torch.rand(y.shape[0], generator=generator, dtype=y.dtype) < torch.sigmoid(mix.eos_logit)).to(y.dtype)
     return torch.stack([dx, dy, eos], dim=-1)
+
+
+def score_lines(
+    model: nn.Module,
+    outputs: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    lengths: list[int],
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Mean NLL in nats per line and SSE per point over whole lines (Graves 2013 Tables 2-3 protocol).
+
+    ``outputs(idx)`` runs ``model`` over the lines ``idx`` with teacher forcing
+    and returns network outputs (B, T, 1 + 6M), targets (B, T, 3) and a mask
+    (B, T). SSE is the squared distance between the mixture's expected offset
+    and the true one, in normalised units. ``progress`` is called with the
+    number of lines done after each batch.
+    """
+    total_nll, total_sse, points = 0.0, 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for idx in batching.sorted_batches(lengths, batch_size):
+            y, target, mask = outputs(idx)
+            total_nll += float((nll(y, target) * mask).sum())
+            err = ((mean_xy(y) - target[..., :2]) ** 2).sum(-1)  # (B, T)
+            total_sse += float((err * mask).sum())
+            points += int(mask.sum())
+            if progress:
+                progress(len(idx))
+    return {"nll": total_nll / len(lengths), "sse": total_sse / max(points, 1), "lines": len(lengths), "points": points}

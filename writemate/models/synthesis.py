@@ -23,6 +23,7 @@ import torch.nn as nn
 from writemate import alphabet
 from writemate.data import batching
 from writemate.models import mdn
+from writemate.models.lstm import run_lstm
 from writemate.train import LossResult
 
 
@@ -50,21 +51,6 @@ class WindowState:
     kappa: torch.Tensor  # (B, K) window positions
     w: torch.Tensor  # (B, A) window vector
     upper: list[tuple[torch.Tensor, torch.Tensor]]  # (1, B, H) h and c of layers 2..N
-
-
-def _lstm_step(lstm: nn.LSTM, x: torch.Tensor, hc: tuple[torch.Tensor, torch.Tensor]):
-    """One step of a one-layer ``nn.LSTM`` with its own weights; x (B, 1, I), h and c (1, B, H).
-
-    Same result as ``lstm(x, hc)``, without the fused kernel's set-up cost,
-    which dominates when sampling one point at a time.
-    """
-    h, c = hc
-    gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x[:, 0], lstm.weight_ih_l0.t())
-    gates = torch.addmm(gates, h[0], lstm.weight_hh_l0.t())  # (B, 4H), PyTorch's gate order i, f, g, o
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c_new = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
-    h_new = torch.sigmoid(o) * torch.tanh(c_new)
-    return h_new.unsqueeze(1), (h_new.unsqueeze(0), c_new.unsqueeze(0))
 
 
 class Synthesis(nn.Module):
@@ -159,7 +145,7 @@ class Synthesis(nn.Module):
         below = h1
         for lstm, hc in zip(self.upper, state.upper):
             inputs = torch.cat([x, wseq, below], dim=-1)  # skip connections from input and window, plus layer below
-            below, hc = lstm(inputs, hc) if t > 1 else _lstm_step(lstm, inputs, hc)
+            below, hc = run_lstm(lstm, inputs, hc)  # fused over T, or one fast step when sampling
             hidden.append(below)
             upper_states.append(hc)
         y = self.output(torch.cat(hidden, dim=-1))  # (B, T, 1 + 6M)
@@ -177,9 +163,9 @@ def lines_to_tensors(offsets: list[np.ndarray], texts: list[list[int]]):
 
     Returns x (B, T-1, 3), target (B, T-1, 3), mask (B, T-1), text (B, U), text_mask (B, U).
     """
-    seq, seq_mask = batching.pad(offsets)
+    x, target, mask = batching.teacher_forcing(offsets)
     text, text_mask = batching.pad([np.asarray(t, dtype=np.int64) for t in texts], dtype=torch.long)
-    return seq[:, :-1], seq[:, 1:], seq_mask[:, 1:], text, text_mask
+    return x, target, mask, text, text_mask
 
 
 def evaluate_lines(
@@ -193,19 +179,12 @@ def evaluate_lines(
 
     ``progress`` is called with the number of lines done after each batch.
     """
-    total_nll, total_sse, points = 0.0, 0.0, 0
-    model.eval()
-    with torch.inference_mode():
-        for idx in batching.sorted_batches([len(o) for o in offsets], batch_size):
-            x, target, mask, text, text_mask = lines_to_tensors([offsets[i] for i in idx], [texts[i] for i in idx])
-            y, _ = model(x, text, text_mask)
-            total_nll += float((mdn.nll(y, target) * mask).sum())
-            err = ((mdn.mean_xy(y) - target[..., :2]) ** 2).sum(-1)
-            total_sse += float((err * mask).sum())
-            points += int(mask.sum())
-            if progress:
-                progress(len(idx))
-    return {"nll": total_nll / len(offsets), "sse": total_sse / max(points, 1), "lines": len(offsets), "points": points}
+
+    def outputs(idx: list[int]):
+        x, target, mask, text, text_mask = lines_to_tensors([offsets[i] for i in idx], [texts[i] for i in idx])
+        return model(x, text, text_mask)[0], target, mask
+
+    return mdn.score_lines(model, outputs, [len(o) for o in offsets], batch_size, progress)
 
 
 class SynthesisTask:

@@ -79,3 +79,23 @@ def test_bad_config_is_refused():
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(ValueError, match="unknown noise"):
         TrainConfig(noise="loud")
+
+
+def test_lr_decay_applies_per_epoch_and_survives_resume(tmp_path):
+    trainer = make_trainer(tmp_path / "run", epochs=2)
+    trainer.config.lr_decay = 0.5
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.25)
+    again = make_trainer(tmp_path / "run", epochs=3)
+    again.config.lr_decay = 0.5
+    again.load_checkpoint()
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.25)
+
+
+def test_time_limit_validates_before_stopping(tmp_path):
+    trainer = make_trainer(tmp_path / "run", epochs=5)
+    trainer.config.max_minutes = 1e-9  # stop after the first step
+    state = trainer.fit()
+    assert state.step == 1 and state.epoch == 0
+    assert state.history and state.history[0]["step"] == 1
+    assert (tmp_path / "run" / "best" / "config.json").exists()

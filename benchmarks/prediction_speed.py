@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import time
 
 import numpy as np
 import torch
+
+from common import machine, peak_memory_mb
 
 
 def train_throughput(noise: str, batch: int, points: int, steps: int, bf16: bool) -> float:
@@ -50,16 +50,6 @@ def sampling_seconds(points: int) -> float:
     return time.perf_counter() - start
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (1 when other work shares the CPU)")
@@ -69,11 +59,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"machine": f"{cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__, "bf16": args.bf16}
+    result = {"machine": machine(torch.get_num_threads()), "torch": torch.__version__, "bf16": args.bf16}
     for noise in args.noise.split(","):
         result[f"train_points_per_s_{noise}"] = round(train_throughput(noise, 32, args.points, args.steps, args.bf16))
     result["sample_700_points_s"] = round(sampling_seconds(700), 2)
-    result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_memory_mb"] = peak_memory_mb()
     print(json.dumps(result, indent=2))
 
 

@@ -5,19 +5,19 @@
 Training throughput uses the paper-size network on random lines of 600 points
 (batch 32); sampling uses the given model (bundled by default) from a warm
 process: one 30-character line and a 20-line page. Results go to stdout as
-JSON; the machine is described by `platform` and the CPU model.
+JSON, with the CPU model and thread count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import time
 
 import numpy as np
 import torch
+
+from common import machine, peak_memory_mb
 
 
 def train_throughput(batch: int, points: int, steps: int, bf16: bool) -> float:
@@ -62,16 +62,6 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="synthesis")
@@ -82,11 +72,11 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"machine": f"{cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__}
+    result = {"machine": machine(torch.get_num_threads()), "torch": torch.__version__}
     if not args.skip_training:
         result["train_points_per_s"] = round(train_throughput(32, 600, args.train_steps, args.bf16))
     result.update(sampling_seconds(args.model, args.repeats))
-    result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_memory_mb"] = peak_memory_mb()
     print(json.dumps(result, indent=2))
 
 

@@ -1,0 +1,45 @@
+"""The models shipped in the package: present, small, documented, and working."""
+
+import json
+
+import pytest
+
+import writemate
+from writemate import alphabet, checkpoint
+from writemate.loading import WEIGHTS_DIR
+
+MAX_WEIGHT_BYTES = 25 * 1024 * 1024
+
+
+def test_every_bundled_model_is_complete_and_small():
+    assert "synthesis" in writemate.bundled()
+    for name in writemate.bundled():
+        folder = WEIGHTS_DIR / name
+        assert (folder / checkpoint.WEIGHTS).stat().st_size < MAX_WEIGHT_BYTES, name
+        assert (folder / "MODEL_CARD.md").read_text().strip(), name
+        assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl")), "no pickles"
+
+
+def test_bundled_synthesis_writes_with_every_style():
+    writer = writemate.load()
+    assert len(writer.styles) >= 8
+    assert len({s.name for s in writer.styles}) == len(writer.styles)
+    for style in writer.styles:
+        alphabet.encode(style.text)
+        assert style.offsets.shape[1] == 3 and len(style.offsets) > 50
+    page = writer.write("Hi", style=writer.styles[0].id, seed=0)
+    assert page.strokes and all(s.shape[1] == 2 for s in page.strokes)
+
+
+def test_bundled_synthesis_config_records_its_training():
+    meta = json.loads((WEIGHTS_DIR / "synthesis" / checkpoint.CONFIG).read_text())
+    assert meta["family"] == "synthesis"
+    assert meta["config"]["model"]["hidden"] == 400 and meta["config"]["model"]["mixtures"] == 20
+    assert meta["metrics"]["val_nll"] < 0
+    assert set(meta["config"]["stats"]) == {"mean_x", "mean_y", "std_x", "std_y"}
+
+
+@pytest.mark.parametrize("name", ["nonexistent-model"])
+def test_unknown_bundled_name_is_a_clear_error(name):
+    with pytest.raises(checkpoint.CheckpointError, match="neither a bundled model"):
+        writemate.load(name)

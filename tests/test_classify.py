@@ -2,6 +2,7 @@
 
 import json
 import wave
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from writemate import cli
 from writemate.data import audio, inkml, sequences
 from writemate.models import classifier
-from writemate.train import Trainer, TrainConfig
+from writemate.train import TrainConfig, Trainer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -94,7 +95,9 @@ def one_thread():
 @pytest.mark.parametrize("bidirectional, pooling", [(True, "last"), (False, "last"), (True, "mean")])
 def test_padded_batch_gives_the_same_logits_as_one_by_one(cell, bidirectional, pooling):
     torch.manual_seed(0)
-    config = classifier.ClassifierConfig(4, ["a", "b", "c"], cell=cell, hidden=8, layers=2, bidirectional=bidirectional, pooling=pooling)
+    config = classifier.ClassifierConfig(
+        4, ["a", "b", "c"], cell=cell, hidden=8, layers=2, bidirectional=bidirectional, pooling=pooling
+    )
     model = classifier.SequenceClassifier(config).eval()
     rng = np.random.default_rng(0)
     seqs = [rng.normal(size=(n, 4)).astype(np.float32) for n in (7, 2, 11, 1)]
@@ -106,6 +109,27 @@ def test_padded_batch_gives_the_same_logits_as_one_by_one(cell, bidirectional, p
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
+def test_training_masks_stay_inside_each_sequence_and_only_apply_in_training():
+    torch.manual_seed(0)
+    lengths = torch.tensor([10, 4, 1])
+    x = torch.ones(3, 10, 6)
+    x[1, 4:] = x[2, 1:] = 7.0  # padding
+    spans = classifier.SequenceClassifier(classifier.ClassifierConfig(6, ["a", "b"], hidden=4, mask_time=0.5))
+    bands = classifier.SequenceClassifier(classifier.ClassifierConfig(6, ["a", "b"], hidden=4, mask_features=3))
+    hidden_steps, hidden_features = set(), set()
+    for _ in range(200):
+        masked = spans.mask(x, lengths)
+        assert torch.equal(masked[1, 4:], x[1, 4:]) and torch.equal(masked[2, 1:], x[2, 1:])  # padding untouched
+        hidden_steps.add(int((masked[0] == 0).all(dim=1).sum()))
+        masked = bands.mask(x, lengths)
+        hidden_features.add(int((masked[0] == 0).all(dim=0).sum()))
+        assert not (masked[0] == 0).all(dim=1).any()
+    assert hidden_steps == {0, 1, 2, 3, 4, 5} and hidden_features == {0, 1, 2, 3}  # up to 0.5 * 10 steps, 3 features
+    spans.eval()
+    with torch.no_grad():
+        assert torch.equal(spans(x, lengths), spans(x, lengths))
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(classifier.ClassifierError, match="unknown cell"):
         classifier.ClassifierConfig(3, ["a", "b"], cell="transformer")
@@ -113,6 +137,8 @@ def test_config_rejects_bad_values():
         classifier.ClassifierConfig(3, ["a", "b"], layers=4)
     with pytest.raises(classifier.ClassifierError, match="two distinct classes"):
         classifier.ClassifierConfig(3, ["a"])
+    with pytest.raises(classifier.ClassifierError, match="mask_features"):
+        classifier.ClassifierConfig(3, ["a", "b"], mask_features=3)
 
 
 def test_a_few_training_steps_lower_the_loss(tmp_path):
@@ -197,8 +223,12 @@ def test_mfcc_features_and_fsdd_names(tmp_path):
     assert audio.fsdd_name("recording.wav") is None
     config = audio.MfccConfig()
     f = audio.wav_features(tmp_path / "3_theo_12.wav", config)
-    assert f.shape[1] == 39 and 45 <= len(f) <= 55  # 10 ms frames of 0.5 s
-    np.testing.assert_allclose(f.mean(axis=0), 0, atol=1e-4)  # per-recording normalisation
+    assert f.shape[1] == config.size == 38 and 45 <= len(f) <= 55  # 10 ms frames of 0.5 s; no c0
+    with_c0 = audio.wav_features(tmp_path / "3_theo_12.wav", audio.MfccConfig(c0=True))
+    np.testing.assert_array_equal(with_c0[:, 1:], f)
+    assert audio.wav_features(tmp_path / "3_theo_12.wav", audio.MfccConfig(deltas=False)).shape[1] == 12
+    normalised = audio.wav_features(tmp_path / "3_theo_12.wav", audio.MfccConfig(cmvn=True))
+    np.testing.assert_allclose(normalised.mean(axis=0), 0, atol=1e-4)
     (tmp_path / "bad.wav").write_bytes(b"RIFF nonsense")
     with pytest.raises(audio.AudioError, match="bad.wav"):
         audio.wav_features(tmp_path / "bad.wav", config)
@@ -219,7 +249,9 @@ def test_group_splits_never_share_people():
 
 def test_named_test_speaker_and_validation_from_training_speakers(tmp_path):
     data, features = sequences.load_folder(write_audio_folder(tmp_path / "wav"))
-    split = classifier.split_data(data, features, classifier.SplitConfig(by="speaker", test_groups=["bob"], val_fraction=0.25, val_by="sample"))
+    split = classifier.split_data(
+        data, features, classifier.SplitConfig(by="speaker", test_groups=["bob"], val_fraction=0.25, val_by="sample")
+    )
     assert {data.groups[i] for i in split.test} == {"bob"}
     assert "bob" not in {data.groups[i] for i in split.train + split.val}
     assert len(split.val) == 3 and not set(split.val) & set(split.train)
@@ -248,21 +280,64 @@ def test_report_counts_precision_recall_and_confusion(tmp_path):
 # -- the command line ----------------------------------------------------------------------------
 
 
-TRAIN = ["--hidden", "16", "--layers", "1", "--epochs", "6", "--batch-size", "8", "--lr", "0.01", "--checkpoint-minutes", "10"]
+TRAIN = [
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--epochs",
+    "6",
+    "--batch-size",
+    "8",
+    "--lr",
+    "0.01",
+    "--checkpoint-minutes",
+    "10",
+]
 
 
 def test_cli_train_evaluate_predict_on_ink(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=6, per_class=6)
     run = tmp_path / "run"
-    args = ["classify", "train", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w5", "--val-groups", "lab:w4", "--run", str(run)]
+    args = [
+        "classify",
+        "train",
+        "--data",
+        str(ink),
+        "--split",
+        "writer",
+        "--test-groups",
+        "lab:w5",
+        "--val-groups",
+        "lab:w4",
+        "--run",
+        str(run),
+    ]
     assert cli.main(args + TRAIN) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["test_accuracy"] >= 0.8
     assert (run / "test_confusion.png").exists() and (run / "best" / "model.safetensors").exists()
     config = json.loads((run / "best" / "config.json").read_text())
     assert "lab:w5" not in config["config"]["seen_groups"] and config["family"] == "classifier"
+    assert config["config"]["features"]["ink"] == asdict(sequences.InkFeatureConfig())  # CLI and library defaults agree
+    assert config["config"]["model"]["cell"] == classifier.ClassifierConfig(1, ["a", "b"]).cell
 
-    assert cli.main(["classify", "evaluate", "--model", str(run), "--data", str(ink), "--json", "--png", str(tmp_path / "m.png")]) == 0
+    assert (
+        cli.main(
+            [
+                "classify",
+                "evaluate",
+                "--model",
+                str(run),
+                "--data",
+                str(ink),
+                "--json",
+                "--png",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["samples"] == 18 and result["skipped_seen"] == 90  # only the test writer is new to the model
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"])
@@ -278,22 +353,83 @@ def test_cli_train_evaluate_predict_on_ink(tmp_path, capsys):
 def test_cli_train_on_audio_and_vectors(tmp_path, capsys):
     wav = write_audio_folder(tmp_path / "wav")
     run = tmp_path / "audio-run"
-    args = ["classify", "train", "--data", str(wav), "--split", "speaker", "--test-groups", "cy", "--val-by", "sample", "--val-fraction", "0.25"]
+    args = [
+        "classify",
+        "train",
+        "--data",
+        str(wav),
+        "--split",
+        "speaker",
+        "--test-groups",
+        "cy",
+        "--val-by",
+        "sample",
+        "--val-fraction",
+        "0.25",
+    ]
     assert cli.main(args + ["--run", str(run)] + TRAIN) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_accuracy"] is not None
+    saved = json.loads((run / "best" / "config.json").read_text())["config"]["features"]["audio"]
+    assert saved == asdict(audio.MfccConfig())
     assert cli.main(["classify", "predict", "--model", str(run), "--json", str(wav / "1_cy_0.wav")]) == 0
     assert json.loads(capsys.readouterr().out)[0]["true_label"] == "1"
 
     vec = write_vector_folder(tmp_path / "vec")
-    args = ["classify", "train", "--data", str(vec), "--split", "sample", "--test-fraction", "0.25", "--val-fraction", "0.25"]
+    args = [
+        "classify",
+        "train",
+        "--data",
+        str(vec),
+        "--split",
+        "sample",
+        "--test-fraction",
+        "0.25",
+        "--val-fraction",
+        "0.25",
+    ]
     assert cli.main(args + ["--run", str(tmp_path / "vec-run")] + TRAIN) == 0
+
+
+def test_cli_training_resumes_from_its_checkpoint(tmp_path, capsys):
+    ink = write_ink_folder(tmp_path / "ink", writers=3, per_class=2)
+    args = ["classify", "train", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w2"]
+    args += ["--val-groups", "lab:w1", "--run", str(tmp_path / "run"), "--hidden", "8", "--batch-size", "2"]
+    assert cli.main(args + ["--epochs", "1"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cli.main(args + ["--epochs", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "resuming at step 3" in err and json.loads(out.strip().splitlines()[-1])["step"] == 2 * first["step"] == 6
 
 
 def test_experiment_runner_writes_a_table(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=4, per_class=2)
     out = tmp_path / "table.md"
-    args = ["classify", "experiment", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w3", "--val-groups", "lab:w2"]
-    args += ["--cells", "rnn,gru", "--layers", "1,2", "--hidden", "8", "--epochs", "1", "--run", str(tmp_path / "runs"), "--out", str(out)]
+    args = [
+        "classify",
+        "experiment",
+        "--data",
+        str(ink),
+        "--split",
+        "writer",
+        "--test-groups",
+        "lab:w3",
+        "--val-groups",
+        "lab:w2",
+    ]
+    args += [
+        "--cells",
+        "rnn,gru",
+        "--layers",
+        "1,2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--run",
+        str(tmp_path / "runs"),
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     table = out.read_text().splitlines()
     assert table[0].startswith("| cell | layers |") and len([r for r in table if r.startswith("| ")]) == 5
@@ -307,7 +443,10 @@ def test_experiment_runner_writes_a_table(tmp_path, capsys):
         (["evaluate", "--model", "no-such-model", "--data", "."], "neither a bundled model"),
         (["train", "--data", "MISSING", "--split", "writer", "--run", "RUN"], "no such file or folder"),
         (["train", "--data", "INK", "--split", "speaker", "--run", "RUN"], "has no speakers"),
-        (["train", "--data", "INK", "--split", "writer", "--test-groups", "nobody", "--run", "RUN"], "no samples of 'nobody'"),
+        (
+            ["train", "--data", "INK", "--split", "writer", "--test-groups", "nobody", "--run", "RUN"],
+            "no samples of 'nobody'",
+        ),
         (["train", "--data", "INK", "--split", "writer", "--ink-features", "colour", "--run", "RUN"], "--ink-features"),
         (["train", "--data", "INK", "--split", "writer", "--lr", "-1", "--run", "RUN"], "lr must be positive"),
         (["experiment", "--data", "INK", "--split", "writer", "--cells", "cnn", "--run", "RUN"], "--cells"),
@@ -315,7 +454,10 @@ def test_experiment_runner_writes_a_table(tmp_path, capsys):
 )
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
     ink = write_ink_folder(tmp_path / "ink", writers=3, per_class=1)
-    args = [a.replace("INK", str(ink)).replace("MISSING", str(tmp_path / "missing")).replace("RUN", str(tmp_path / "run")) for a in args]
+    args = [
+        a.replace("INK", str(ink)).replace("MISSING", str(tmp_path / "missing")).replace("RUN", str(tmp_path / "run"))
+        for a in args
+    ]
     assert cli.main(["classify", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("writemate: error:") and message in err and len(err.splitlines()) == 1
@@ -324,18 +466,33 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
 def test_cli_predict_refuses_the_wrong_kind_of_file(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=3, per_class=2)
     run = tmp_path / "run"
-    args = ["classify", "train", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w2", "--val-groups", "lab:w1", "--run", str(run)]
+    args = [
+        "classify",
+        "train",
+        "--data",
+        str(ink),
+        "--split",
+        "writer",
+        "--test-groups",
+        "lab:w2",
+        "--val-groups",
+        "lab:w1",
+        "--run",
+        str(run),
+    ]
     assert cli.main(args + ["--hidden", "8", "--epochs", "1"]) == 0
     write_wav(tmp_path / "0_a_0.wav", 300)
     capsys.readouterr()
     assert cli.main(["classify", "predict", "--model", str(run), str(tmp_path / "0_a_0.wav")]) == 2
-    assert "holds audio data, but this model reads ink" in capsys.readouterr().err
+    assert "holds audio data, but the model reads ink" in capsys.readouterr().err
 
 
 # -- the shared data sets (skipped where they are not present) -------------------------------------------
 
 
-@pytest.mark.skipif(not (SHARED / "unipen" / "digits").is_dir(), reason="UNIPEN data not found in ../shared/data/unipen")
+@pytest.mark.skipif(
+    not (SHARED / "unipen" / "digits").is_dir(), reason="UNIPEN data not found in ../shared/data/unipen"
+)
 def test_unipen_writer_split_keeps_writers_apart():
     files = sorted((SHARED / "unipen" / "digits").glob("*.inkml"))[:12]
     data = sequences.SequenceSet()
@@ -350,9 +507,9 @@ def test_unipen_writer_split_keeps_writers_apart():
 
 
 @pytest.mark.skipif(not (SHARED / "fsdd" / "recordings").is_dir(), reason="FSDD data not found in ../shared/data/fsdd")
-def test_fsdd_recordings_give_digit_speaker_and_39_features():
+def test_fsdd_recordings_give_digit_speaker_and_38_features():
     path = sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))[0]
     data = sequences.read_file(path, sequences.FeatureConfig(kind="audio"))
     label, speaker, _ = audio.fsdd_name(path)
     assert data.labels == [label] and data.groups == [speaker]
-    assert data.sequences[0].shape[1] == 39 and 10 <= len(data.sequences[0]) <= 230
+    assert data.sequences[0].shape[1] == 38 and 10 <= len(data.sequences[0]) <= 230

@@ -73,7 +73,9 @@ def test_views_groups_without_namespace_and_whole_document_samples():
     samples = doc.samples()
     assert [s.label for s in samples] == ["x", "1", "x again"]
     assert samples[2].strokes[0].tolist() == samples[0].strokes[0].tolist()
-    whole = inkml.read_inkml(b"<ink><annotation type='truth'>hi</annotation><trace>1 2, 3 4</trace><trace>5 6</trace></ink>")
+    whole = inkml.read_inkml(
+        b"<ink><annotation type='truth'>hi</annotation><trace>1 2, 3 4</trace><trace>5 6</trace></ink>"
+    )
     assert [(s.label, len(s.strokes)) for s in whole.samples()] == [("hi", 2)]
 
 
@@ -84,6 +86,7 @@ def test_views_groups_without_namespace_and_whole_document_samples():
         (b"<svg/>", "not <ink>"),
         (b"<ink><traceGroup><traceView traceDataRef='#nope'/></traceGroup></ink>", "unknown trace 'nope'"),
         (b"<ink><trace>1 2 3</trace></ink>", "more values"),
+        (b"<ink><trace>1 2 3, 4</trace></ink>", "more values"),
         (b"<ink><trace>1 2, x y</trace></ink>", "unreadable trace data"),
         (b"<ink><trace xml:id='t'>1 2</trace><trace xml:id='t'>3 4</trace></ink>", "two traces"),
         (b"<ink><trace contextRef='#c'>1 2</trace></ink>", "unknown context"),

@@ -3,9 +3,14 @@
 A recording becomes one row per 10 ms frame: ``n_mfcc`` mel-frequency
 cepstral coefficients of a 25 ms Hamming window, then (with ``deltas``) their
 first and second differences over time, 39 features for 13 coefficients.
-Cepstral mean and variance normalisation per recording (``cmvn``) removes
-most of what a microphone and a voice add to every frame alike; it is what
-lets a model trained on four speakers hear a fifth.
+Coefficient 0, the frame's log energy, says mostly how loud the speaker was
+recorded (FSDD speakers differ tenfold); it is left out unless ``c0`` is set,
+while its first and second differences stay (38 features).
+Cepstral mean and variance normalisation per recording (``cmvn``) is off by
+default: for isolated words the mean spectrum of a recording is part of the
+word, and a GRU tested on an unseen FSDD speaker lost 8 to 10 points of
+accuracy with it (theo 94 % -> 84 %, jackson 88 % -> 80 %). The classifier
+standardises every feature with the training set's statistics instead.
 
 Free Spoken Digit Dataset file names carry the label and the speaker:
 ``{digit}_{speaker}_{take}.wav`` (see :func:`fsdd_name`).
@@ -36,11 +41,12 @@ class MfccConfig:
     frame_ms: float = 25.0
     hop_ms: float = 10.0
     deltas: bool = True  # append first and second differences: 3 * n_mfcc features
-    cmvn: bool = True  # normalise each coefficient to zero mean and unit variance per recording
+    cmvn: bool = False  # normalise each coefficient to zero mean and unit variance per recording
+    c0: bool = False  # keep coefficient 0 (the log energy: loudness, which differs between recordings)
 
     @property
     def size(self) -> int:
-        return self.n_mfcc * (3 if self.deltas else 1)
+        return self.n_mfcc * (3 if self.deltas else 1) - (0 if self.c0 else 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,8 +92,14 @@ def mfcc(signal: np.ndarray, config: MfccConfig) -> np.ndarray:
     )  # (n_mfcc, frames)
     if config.deltas:
         coeffs = np.concatenate(
-            [coeffs, librosa.feature.delta(coeffs, mode="nearest"), librosa.feature.delta(coeffs, order=2, mode="nearest")]
+            [
+                coeffs,
+                librosa.feature.delta(coeffs, mode="nearest"),
+                librosa.feature.delta(coeffs, order=2, mode="nearest"),
+            ]
         )  # (3 n_mfcc, frames)
+    if not config.c0:  # the energy's changes over time (in the deltas) stay
+        coeffs = coeffs[1:]
     frames = coeffs.T.astype(np.float32)  # (frames, features)
     if config.cmvn:
         frames = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-5)

@@ -153,10 +153,9 @@ def _element_id(el) -> str | None:
 def parse_trace_data(text: str, channels: int) -> np.ndarray:
     """Trace text to ``(N, channels)`` float64 values (see the module notes for the grammar)."""
     points = [p for p in text.split(",") if p.strip()]
-    plain = text.replace(",", " ").split()
-    if len(plain) == len(points) * channels:  # the common case: explicit numbers only
+    if all(len(p.split()) == channels for p in points):  # the common case: explicit numbers only
         try:
-            return np.array(plain, dtype=np.float64).reshape(len(points), channels)
+            return np.array(text.replace(",", " ").split(), dtype=np.float64).reshape(len(points), channels)
         except ValueError:
             pass  # prefixes, booleans or values joined by signs: use the full grammar
     out = np.full((len(points), channels), np.nan)
@@ -169,7 +168,7 @@ def parse_trace_data(text: str, channels: int) -> np.ndarray:
         while pos < len(point.rstrip()):
             match = _VALUE.match(point, pos)
             if not match:
-                raise InkMLError(f"unreadable trace data near {point[pos:pos + 20].strip()!r}")
+                raise InkMLError(f"unreadable trace data near {point[pos : pos + 20].strip()!r}")
             if col >= channels:
                 raise InkMLError(f"a point has more values than the {channels} channels of its trace format")
             prefix, token = match.groups()
@@ -178,8 +177,8 @@ def parse_trace_data(text: str, channels: int) -> np.ndarray:
                 mode[col] = prefix
             if token == "?":
                 new = np.nan
-            elif token == "*":  # the previous change again
-                new = value[col] + (change[col] + second[col] if mode[col] == '"' else change[col] if mode[col] == "'" else 0.0)
+            elif token == "*":  # the previous change again, in the channel's difference order
+                new = value[col] + {"!": 0.0, "'": change[col], '"': change[col] + second[col]}[mode[col]]
             else:
                 number = 1.0 if token == "T" else 0.0 if token == "F" else _number(token)
                 if mode[col] == "!":
@@ -227,7 +226,8 @@ def _read_format(el, formats: dict[str, list[Channel]]) -> list[Channel]:
 
 
 class _Reader:
-    """Walks the element tree once, resolving formats, contexts and trace views."""
+    """Reads named formats and contexts first, then annotations, traces and trace groups
+    in document order; trace views are resolved once everything is read."""
 
     def __init__(self, root):
         self.root = root

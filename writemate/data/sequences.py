@@ -56,7 +56,7 @@ class InkFeatureConfig:
     position: bool = True
     offsets: bool = True
     pen: bool = True
-    step: float = 0.05
+    step: float = 0.1
 
     @property
     def size(self) -> int:
@@ -195,7 +195,7 @@ def read_stroke_json(path: Path) -> list[inkml.InkSample]:
         try:
             strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in item["strokes"]]
         except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: item {i} needs \"strokes\": a list of [[x, y], ...] strokes") from e
+            raise DataError(f'{path}: item {i} needs "strokes": a list of [[x, y], ...] strokes') from e
         annotations = {k: str(item[k]) for k in ("label", "writer") if item.get(k) is not None}
         samples.append(inkml.InkSample(annotations.get("label", ""), strokes, annotations, str(i)))
     return samples
@@ -250,10 +250,13 @@ def read_file(path: Path, features: FeatureConfig, labelled: bool = True) -> Seq
     return out
 
 
-def load_folder(path: Path, features: FeatureConfig | None = None, labelled: bool = True) -> tuple[SequenceSet, FeatureConfig]:
+def load_folder(
+    path: Path, features: FeatureConfig | None = None, labelled: bool = True
+) -> tuple[SequenceSet, FeatureConfig]:
     """Read every sample under ``path``; ``features`` defaults to the kind's defaults.
 
     Returns the samples and the feature config used (with ``vector_size`` set for vectors).
+    With ``labelled=False`` (for prediction) ink samples without a label are kept too.
     """
     files = data_files(path)
     kind = detect_kind(files)
@@ -268,7 +271,7 @@ def load_folder(path: Path, features: FeatureConfig | None = None, labelled: boo
         for i in range(len(part)):
             out.add(part.sequences[i], part.labels[i], part.groups[i], part.sources[i])
     if not len(out):
-        raise DataError(f"{path}: no labelled samples found")
+        raise DataError(f"{path}: no {'labelled ' if labelled else ''}samples found")
     return out, features
 
 
@@ -338,7 +341,11 @@ def make_split(
             raise DataError("test and validation groups need a split by writer or speaker")
         order = rng.permutation(n).tolist()
         n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-        return Split(train=sorted(order[n_test + n_val :]), val=sorted(order[n_test : n_test + n_val]), test=sorted(order[:n_test]))
+        return Split(
+            train=sorted(order[n_test + n_val :]),
+            val=sorted(order[n_test : n_test + n_val]),
+            test=sorted(order[:n_test]),
+        )
     counts: dict[str, int] = {}
     for g in groups:
         counts[g] = counts.get(g, 0) + 1
@@ -354,14 +361,15 @@ def make_split(
         val = _take_groups(rest, counts, round(n * val_fraction))
     else:
         val = []
-    held = set(test) | set(val)
+    test_set, val_set = set(test), set(val)
+    held = test_set | val_set
     train = [i for i in range(n) if groups[i] not in held]
-    val_idx = [i for i in range(n) if groups[i] in set(val)]
+    val_idx = [i for i in range(n) if groups[i] in val_set]
     if not val_by_group and not val_groups:  # validation samples drawn from the training people
         picked = rng.permutation(len(train))[: round(len(train) * val_fraction)]
         val_idx = sorted(train[i] for i in picked)
         train = sorted(set(train) - set(val_idx))
-    split = Split(train, val_idx, [i for i in range(n) if groups[i] in set(test)], sorted(test), sorted(val))
+    split = Split(train, val_idx, [i for i in range(n) if groups[i] in test_set], sorted(test), sorted(val))
     if not split.train:
         raise DataError("the split leaves no training samples")
     return split

@@ -18,7 +18,6 @@ the ready model behind ``writemate.load``.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -33,11 +32,12 @@ from writemate import checkpoint
 from writemate.data import batching, sequences
 from writemate.data.sequences import FeatureConfig, SequenceSet
 from writemate.errors import WritemateError
-from writemate.train import LossResult, Trainer, TrainConfig
+from writemate.train import LossResult, TrainConfig, Trainer
 
 FAMILY = "classifier"
 CELLS = ("rnn", "lstm", "gru")
 POOLING = ("last", "mean")
+SELECT_BY = ("error", "nll")
 
 
 class ClassifierError(WritemateError):
@@ -48,12 +48,17 @@ class ClassifierError(WritemateError):
 class ClassifierConfig:
     input_size: int
     classes: list[str]
-    cell: str = "lstm"  # rnn (tanh) | lstm | gru
+    cell: str = "gru"  # rnn (tanh) | lstm | gru
     hidden: int = 128
     layers: int = 2
     bidirectional: bool = True
     dropout: float = 0.0  # between recurrent layers and before the output layer
     pooling: str = "last"  # last: final hidden states; mean: mean of the top layer's outputs
+    # SpecAugment-style masking while training (Park et al. 2019): in each sequence one span
+    # of up to mask_time of its steps and one band of up to mask_features features are set
+    # to the training mean (0 after standardising).
+    mask_time: float = 0.0
+    mask_features: int = 0
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -64,6 +69,8 @@ class ClassifierConfig:
             raise ClassifierError("layers must be 1, 2 or 3")
         if self.hidden < 1 or self.input_size < 1 or not 0 <= self.dropout < 1:
             raise ClassifierError("hidden and input size must be positive, dropout in [0, 1)")
+        if not 0 <= self.mask_time < 1 or not 0 <= self.mask_features < self.input_size:
+            raise ClassifierError("mask_time must be in [0, 1) and mask_features below the number of features")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ClassifierError(f"need at least two distinct classes, got {self.classes}")
 
@@ -103,9 +110,29 @@ class SequenceClassifier(nn.Module):
             self.feature_mean.copy_(torch.as_tensor(frames.mean(axis=0)))
             self.feature_std.copy_(torch.as_tensor(np.where(std > 1e-6, std, 1.0)))
 
+    def mask(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Training-time masking of standardised x (B, T, F): a span of steps inside each
+        sequence and a band of features, random widths from 0 up to the configured ones."""
+        b, t, f = x.shape
+        if self.config.mask_time > 0:
+            width = torch.floor(torch.rand(b) * (self.config.mask_time * lengths + 1))  # (B,)
+            start = torch.floor(torch.rand(b) * (lengths - width + 1))  # (B,), span ends by the length
+            steps = torch.arange(t)
+            hide = (steps >= start[:, None]) & (steps < (start + width)[:, None])  # (B, T)
+            x = x.masked_fill(hide.unsqueeze(-1), 0.0)
+        if self.config.mask_features > 0:
+            width = torch.randint(0, self.config.mask_features + 1, (b,)).float()  # (B,)
+            start = torch.floor(torch.rand(b) * (f - width + 1))
+            features = torch.arange(f)
+            hide = (features >= start[:, None]) & (features < (start + width)[:, None])  # (B, F)
+            x = x.masked_fill(hide.unsqueeze(1), 0.0)
+        return x
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, F) zero-padded; lengths (B,) of the real steps. Returns logits (B, C)."""
         x = (x - self.feature_mean) / self.feature_std
+        if self.training:
+            x = self.mask(x, lengths)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, h = self.rnn(packed)
         if self.config.pooling == "last":
@@ -139,12 +166,18 @@ def predict_probabilities(model: SequenceClassifier, data: list[np.ndarray], bat
 
 
 class ClassifierTask:
-    """Cross-entropy of each sequence's label; validation error picks the best model."""
+    """Cross-entropy of each sequence's label.
 
-    metric = "val_error"
+    ``select_by`` names the validation metric that picks the saved model: ``error``
+    (the share misclassified), or ``nll`` (mean negative log-probability of the true
+    label; smoother, for validation sets the model soon classifies without error).
+    """
 
-    def __init__(self, model: SequenceClassifier, train: SequenceSet, val: SequenceSet):
+    def __init__(self, model: SequenceClassifier, train: SequenceSet, val: SequenceSet, select_by: str = "error"):
+        if select_by not in SELECT_BY:
+            raise ClassifierError(f"unknown selection metric {select_by!r}; choose from {', '.join(SELECT_BY)}")
         self.model = model
+        self.metric = f"val_{select_by}"
         index = {c: i for i, c in enumerate(model.config.classes)}
         self.train_x = train.sequences
         self.train_y = [index[label] for label in train.labels]
@@ -209,15 +242,20 @@ def report(true: list[str], predicted: list[str], classes: list[str]) -> dict:
 def confusion_text(result: dict) -> str:
     """The confusion matrix as an aligned text table (rows: true label, columns: predicted)."""
     classes, matrix = result["classes"], result["confusion"]
-    width = max(5, *(len(c) for c in classes), *(len(str(v)) for row in matrix for v in row)) + 1
-    lines = ["true\\pred".ljust(width) + "".join(c.rjust(width) for c in classes)]
-    lines += [c.ljust(width) + "".join(str(v).rjust(width) for v in row) for c, row in zip(classes, matrix)]
+    first = max(len("true\\pred"), *(len(c) for c in classes)) + 1
+    width = max(*(len(c) for c in classes), *(len(str(v)) for row in matrix for v in row)) + 1
+    lines = ["true\\pred".ljust(first) + "".join(c.rjust(width) for c in classes)]
+    lines += [c.ljust(first) + "".join(str(v).rjust(width) for v in row) for c, row in zip(classes, matrix)]
     return "\n".join(lines)
 
 
 def report_text(result: dict) -> str:
     """Accuracy, a per-class table and the confusion matrix, for people."""
-    lines = [f"accuracy {result['accuracy']:.4f} on {result['samples']} samples", "", "class  precision  recall  support"]
+    lines = [
+        f"accuracy {result['accuracy']:.4f} on {result['samples']} samples",
+        "",
+        "class  precision  recall  support",
+    ]
     for c, m in result["per_class"].items():
         lines.append(f"{c:<6} {m['precision']:>9.4f} {m['recall']:>7.4f} {m['support']:>8}")
     if result["unknown_labels"]:
@@ -305,7 +343,9 @@ class Classifier:
         """``(label, probability)`` for each feature sequence ``(T, F)``."""
         for s in data:
             if np.ndim(s) != 2 or np.shape(s)[1] != self.model.config.input_size or len(s) == 0:
-                raise ClassifierError(f"expected (T, {self.model.config.input_size}) sequences, got shape {np.shape(s)}")
+                raise ClassifierError(
+                    f"expected (T, {self.model.config.input_size}) sequences, got shape {np.shape(s)}"
+                )
         probs = predict_probabilities(self.model, [np.asarray(s, dtype=np.float32) for s in data], batch_size)
         best = probs.argmax(axis=1)
         return [(self.classes[k], float(probs[i, k])) for i, k in enumerate(best)]
@@ -320,14 +360,9 @@ class Classifier:
         """Features of every sample in the files or folders ``paths``, as this model reads them."""
         out = SequenceSet()
         for path in paths:
-            files = sequences.data_files(path)
-            kind = sequences.detect_kind(files)
-            if kind != self.features.kind:
-                raise ClassifierError(f"{path}: holds {kind} data, but this model reads {self.features.kind}")
-            for file in files:
-                part = sequences.read_file(file, self.features, labelled)
-                for i in range(len(part)):
-                    out.add(part.sequences[i], part.labels[i], part.groups[i], part.sources[i])
+            part, _ = sequences.load_folder(path, self.features, labelled)
+            for i in range(len(part)):
+                out.add(part.sequences[i], part.labels[i], part.groups[i], part.sources[i])
         return out
 
     def predict_files(self, paths: list[Path]) -> list[Prediction]:
@@ -352,6 +387,7 @@ class SplitConfig:
     test_groups: list[str] = field(default_factory=list)
     val_groups: list[str] = field(default_factory=list)
     val_by: str = "group"  # group: validation people are held out too; sample: drawn from the training people
+    select_by: str = "error"  # validation metric that picks the saved model: error or nll
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -410,9 +446,6 @@ def train_classifier(
     test = test_data if test_data is not None else data.subset(parts.test)
     if not len(val):
         raise ClassifierError("the split leaves no validation samples; raise --val-fraction or name --val-groups")
-    unknown = sorted(set(val.labels) - set(model_config.classes))
-    if unknown:
-        raise ClassifierError(f"validation labels {unknown} never occur in training; choose another split seed")
     torch.manual_seed(train_config.seed)
     model = SequenceClassifier(model_config)
     model.set_normalisation(train.sequences)
@@ -424,7 +457,8 @@ def train_classifier(
         "test_groups": parts.test_groups,
         "data_samples": {"train": len(train), "val": len(val), "test": len(test)},
     }
-    trainer = Trainer(ClassifierTask(model, train, val), train_config, run_dir, family=FAMILY, model_config=config)
+    task = ClassifierTask(model, train, val, split.select_by)
+    trainer = Trainer(task, train_config, run_dir, family=FAMILY, model_config=config)
     state = trainer.fit(progress)
     best = Path(run_dir) / "best"
     result = {}
@@ -444,12 +478,15 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
     if kind == "ink":
         ink = features["ink"]
         used = [name for name in ("position", "offsets", "pen") if ink[name]]
-        feature_text = f"pen points resampled every {ink['step']} (of the larger side of the bounding box): {', '.join(used)}"
+        feature_text = (
+            f"pen points resampled every {ink['step']} (of the larger side of the bounding box): {', '.join(used)}"
+        )
     elif kind == "audio":
         a = features["audio"]
         feature_text = (
             f"{a['n_mfcc']} MFCC{' + deltas + delta-deltas' if a['deltas'] else ''} at {a['sample_rate']} Hz, "
             f"{a['frame_ms']} ms frames every {a['hop_ms']} ms{', per-recording CMVN' if a['cmvn'] else ''}"
+            f"{'' if a.get('c0') else ', static c0 (log energy) left out'}"
         )
     else:
         feature_text = f"{features['vector_size']} values per step, as given"
@@ -461,7 +498,8 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
         "",
         "## Model",
         f"- {'bidirectional ' if model['bidirectional'] else ''}{model['cell'].upper()}, {model['layers']} layer(s) of "
-        f"{model['hidden']} units, dropout {model['dropout']}, {model['pooling']} pooling",
+        f"{model['hidden']} units, dropout {model['dropout']}, {model['pooling']} pooling, "
+        f"training masks: up to {model['mask_time']} of the steps and {model['mask_features']} features",
         f"- input: {feature_text}",
         "",
         "## Data and split",
@@ -476,7 +514,13 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
         lines.append(f"- command: `{command}`")
     lines += ["", "## Test results"]
     if test:
-        lines += [f"Accuracy {100 * test['accuracy']:.2f} % on {test['samples']} samples.", "", "```", report_text(test), "```"]
+        lines += [
+            f"Accuracy {100 * test['accuracy']:.2f} % on {test['samples']} samples.",
+            "",
+            "```",
+            report_text(test),
+            "```",
+        ]
     else:
         lines.append("No test set was held out for this model.")
     return "\n".join(lines) + "\n"
@@ -519,11 +563,16 @@ def run_experiments(
             accuracies, seconds = {}, 0.0
             for test_groups in rotations:
                 name = f"{cell}-{layers}" + (f"-{test_groups[0]}" if rotate else "")
-                started = time.monotonic()
                 result = train_classifier(
-                    data, features, config, replace(split, test_groups=test_groups), train_config, Path(run_root) / name, progress
+                    data,
+                    features,
+                    config,
+                    replace(split, test_groups=test_groups),
+                    train_config,
+                    Path(run_root) / name,
+                    progress,
                 )
-                seconds += result.state.train_seconds or (time.monotonic() - started)
+                seconds += result.state.train_seconds
                 accuracies[",".join(test_groups) or "test"] = result.test.get("accuracy", float("nan"))
             rows.append(
                 {

@@ -218,7 +218,7 @@ def test_evaluate_one_side_of_the_split(tiny_prediction_dir, tmp_path, capsys):
     [
         (["scribble", "-o", "OUT.svg", "--steps", "0"], "--steps"),
         (["scribble", "-o", "OUT.svg", "--bias", "-1"], "--bias"),
-        (["scribble", "-o", "OUT.txt"], ".svg, .png or .json"),
+        (["scribble", "-o", "OUT.txt"], ".svg, .png, .json or .inkml"),
         (["scribble", "-o", "OUT.svg", "--prime", "missing.xml"], "cannot read"),
         (["scribble", "-o", "OUT.svg", "--model", "SYNTH"], "is a synthesis model, not a prediction model"),
         (["scribble", "-o", "OUT.svg", "--model", "prediction"], "bundled prediction model is not installed"),

@@ -72,18 +72,25 @@ class Handwriting:
     def to_json(self) -> str:
         return render.to_json(self.lines, self.texts, self.meta)
 
+    def to_inkml(self) -> bytes:
+        """W3C InkML: one trace per stroke (mm, y down), one trace group per written line with its text as ``truth``."""
+        from writemate.data import inkml
+
+        written = [(text, strokes) for text, strokes in zip(self.texts, self.lines) if strokes]
+        return inkml.write_inkml(inkml.document_from_samples(written))
+
     def save(self, path: str | Path) -> None:
-        """Save as .svg, .png or .json, chosen by the file name."""
+        """Save as .svg, .png, .json or .inkml, chosen by the file name."""
         path = Path(path)
         kind = output_kind(path)
-        data = {"svg": self.to_svg, "png": self.to_png, "json": self.to_json}[kind]()
+        data = {"svg": self.to_svg, "png": self.to_png, "json": self.to_json, "inkml": self.to_inkml}[kind]()
         render.save(path, data)
 
 
 def output_kind(path: Path) -> str:
     kind = Path(path).suffix.lower().lstrip(".")
-    if kind not in ("svg", "png", "json"):
-        raise WritemateError(f"{path}: output must end in .svg, .png or .json")
+    if kind not in ("svg", "png", "json", "inkml"):
+        raise WritemateError(f"{path}: output must end in .svg, .png, .json or .inkml")
     return kind
 
 

@@ -20,7 +20,12 @@ EXIT_BAD_INPUT = 2
 # Modules with an ``add_commands(subparsers)`` function, and optionally
 # ``add_evaluate_targets(subparsers)`` for `writemate evaluate <target>`;
 # each parser they add sets ``func``.
-COMMAND_MODULES: list[str] = ["writemate.cli_lm", "writemate.cli_classify", "writemate.cli_prediction"]
+COMMAND_MODULES: list[str] = [
+    "writemate.cli_lm",
+    "writemate.cli_classify",
+    "writemate.cli_prediction",
+    "writemate.cli_recognize",
+]
 
 
 class UsageError(WritemateError):
@@ -93,20 +98,25 @@ def _progress_bar():
 
 
 def cmd_train(args) -> int:
-    from writemate import pipelines
+    from writemate import cli_recognize, pipelines
     from writemate.models.prediction import PredictionConfig
     from writemate.models.synthesis import SynthesisConfig
 
+    cli_recognize.check_train_options(args)
     config = _train_config(args)
+    hidden = 400 if args.hidden is None else args.hidden  # the paper's sizes for synthesis and prediction
+    layers = 3 if args.layers is None else args.layers
     if args.family == "synthesis":
-        model_config = SynthesisConfig(hidden=args.hidden, layers=args.layers)
+        model_config = SynthesisConfig(hidden=hidden, layers=layers)
         state = pipelines.train_synthesis(args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines)
     elif args.family == "prediction":
         try:
-            model_config = PredictionConfig(hidden=args.hidden, layers=args.layers)
+            model_config = PredictionConfig(hidden=hidden, layers=layers)
         except ValueError as e:
             raise UsageError(str(e)) from e
         state = pipelines.train_prediction(args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines)
+    elif args.family == "recognizer":
+        state = cli_recognize.train_recognizer(args, config)
     else:
         raise UsageError(f"unknown model family {args.family!r}")
     print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
@@ -260,17 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a network on your own copy of a dataset")
-    p.add_argument("family", choices=["synthesis", "prediction"], help="synthesis (section 5, text to handwriting) or prediction (section 4, unconditional)")
+    p.add_argument(
+        "family",
+        choices=["synthesis", "prediction", "recognizer"],
+        help="synthesis (section 5, text to handwriting), prediction (section 4, unconditional) "
+        "or recognizer (BLSTM-CTC, handwriting to text)",
+    )
     p.add_argument("--data", type=Path, required=True, help="folder holding the IAM-OnDB archives (or their unpacked folders)")
-    p.add_argument("--hidden", type=int, default=400)
-    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--hidden", type=int, help="LSTM cells per layer (default 400; recognizer: 192 per direction)")
+    p.add_argument("--layers", type=int, help="LSTM layers (default 3)")
     p.add_argument("--max-val-lines", type=int, default=0, help="validate on the first N validation lines only (0: all)")
     _add_train_options(p)
+    from writemate import cli_recognize  # its options, read only by `train recognizer`
+
+    cli_recognize.add_train_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("write", help="write text as handwriting (SVG, PNG or stroke JSON)")
+    p = sub.add_parser("write", help="write text as handwriting (SVG, PNG, stroke JSON or InkML)")
     p.add_argument("text", help='the text to write; "-" reads it from standard input; newlines break lines')
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png or .json")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png, .json or .inkml")
     p.add_argument("--style", type=int, default=None, help="bundled style number (see: writemate styles)")
     p.add_argument("--bias", type=float, default=0.75, help="legibility: 0 as sampled, 1-2 neater (default 0.75)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same handwriting)")

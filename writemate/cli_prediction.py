@@ -117,7 +117,7 @@ def cmd_evaluate(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("scribble", help="free-running handwriting from the prediction network (no text)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png or .json")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png, .json or .inkml")
     p.add_argument("--steps", type=int, default=700, help="pen points to sample per line (default 700, about 30 characters)")
     p.add_argument("--lines", type=int, default=1, help="lines to sample (one batch)")
     p.add_argument("--bias", type=float, default=0.5, help="0 as sampled, 1-2 neater (default 0.5)")

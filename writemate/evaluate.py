@@ -78,3 +78,124 @@ def prediction_nll(
     started = time.perf_counter()
     result = prediction.evaluate_lines(scribbler.model, offsets, progress=progress)
     return _report(result, prepared, offsets, started)
+
+
+# -- recognition ---------------------------------------------------------------------
+
+
+def _transcribed_lines(data: Path, split: str, limit: int) -> tuple[list[str], list[str], list[list[np.ndarray]]]:
+    """Ids, transcriptions and strokes of the lines of ``split`` under ``data`` that have ink and text."""
+    prepared = _split(data, split)
+    keep = [i for i, o in enumerate(prepared.offsets) if len(o) and prepared.texts[i].strip()]
+    if limit:
+        keep = keep[:limit]
+    ids = [prepared.ids[i] for i in keep]
+    texts = [alphabet.to_plain(prepared.texts[i]) for i in keep]
+    return ids, texts, [ink.offsets_to_strokes(prepared.offsets[i]) for i in keep]
+
+
+def recognizer_rates(
+    recognizer,
+    data: Path,
+    progress: Callable[[int], None] | None = None,
+    limit: int = 0,
+    split: str = "all",
+    beam: int = 0,
+) -> dict:
+    """CER and WER (fractions) of best path and of beam search on the lines of ``split``, and lines per second.
+
+    One forward pass serves both decoders. ``lines_per_second`` counts
+    features, network and best-path decoding; ``beam_lines_per_second`` the
+    same with beam search instead (``beam`` 0: the recognizer's configured beam).
+    """
+    from writemate import metrics
+
+    _, texts, lines = _transcribed_lines(data, split, limit)
+    if not lines:
+        raise iam_ondb.DatasetError(f"{data}: no transcribed lines in the {split} split")
+    beam = beam or recognizer.decoding.beam
+    started = time.perf_counter()
+    log_probs = recognizer.log_probs(lines, progress)
+    network_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    best = [recognizer.decode(lp, 0).text for lp in log_probs]
+    best_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    searched = [recognizer.decode(lp, beam).text for lp in log_probs]
+    beam_seconds = time.perf_counter() - started
+    d = recognizer.decoding
+    return {
+        "lines": len(lines),
+        "characters": sum(len(t) for t in texts),
+        "split": split,
+        "best_path": metrics.error_rates(texts, best),
+        "beam_lm": {
+            **metrics.error_rates(texts, searched),
+            "beam": beam,
+            "lm": recognizer.lm is not None,
+            "lm_weight": d.lm_weight if recognizer.lm is not None else 0.0,
+            "bonus": d.bonus if recognizer.lm is not None else 0.0,
+        },
+        "lines_per_second": len(lines) / (network_seconds + best_seconds),
+        "beam_lines_per_second": len(lines) / (network_seconds + beam_seconds),
+        "seconds": round(network_seconds + best_seconds + beam_seconds, 1),
+    }
+
+
+def legibility(
+    writer,
+    recognizer,
+    data: Path,
+    progress: Callable[[int], None] | None = None,
+    limit: int = 0,
+    split: str = "all",
+    bias: float = 0.75,
+    style: int | None = None,
+    seed: int = 0,
+    beam: int = 0,
+    failure_cer: float = 0.25,
+    batch: int = 32,
+) -> dict:
+    """How well the recognizer reads the synthesis model's writing of each line's text, beside the real line.
+
+    Each transcription under ``data`` is written by ``writer`` (``bias``,
+    ``style``, ``seed``; ``batch`` lines sampled together), both inks are
+    read by ``recognizer`` (``beam`` 0: best path, which judges the ink more
+    than a language model's guesses), and CER/WER of both are reported with
+    the failure rate: the share of generated lines whose CER exceeds
+    ``failure_cer`` (skipped words, scribble after the text). ``worst`` lists
+    the five generated lines read worst.
+    """
+    from writemate import metrics
+
+    ids, texts, real = _transcribed_lines(data, split, limit)
+    if not texts:
+        raise iam_ondb.DatasetError(f"{data}: no transcribed lines in the {split} split")
+    started = time.perf_counter()
+    generated = []
+    width = max(len(t) for t in texts) + 1  # one text line stays one written line
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        page = writer.write("\n".join(chunk), style=style, bias=bias, seed=seed + start, width=width)
+        if len(page.lines) != len(chunk):
+            raise RuntimeError(f"wrote {len(page.lines)} lines for {len(chunk)} texts")
+        generated.extend(page.lines)
+        if progress:
+            progress(len(chunk))
+    read_generated = [r.text for r in recognizer.read_lines(generated, beam)]
+    read_real = [r.text for r in recognizer.read_lines(real, beam)]
+    line_cers = [metrics.line_cer(t, r) for t, r in zip(texts, read_generated)]
+    worst = sorted(range(len(texts)), key=lambda i: line_cers[i], reverse=True)[:5]
+    return {
+        "lines": len(texts),
+        "split": split,
+        "bias": bias,
+        "style": style,
+        "seed": seed,
+        "decoder": f"beam {beam}" if beam else "best path",
+        "generated": metrics.error_rates(texts, read_generated),
+        "real": metrics.error_rates(texts, read_real),
+        "failure_rate": float(np.mean([c > failure_cer for c in line_cers])),
+        "worst": [{"id": ids[i], "text": texts[i], "read": read_generated[i], "cer": line_cers[i]} for i in worst],
+        "seconds": round(time.perf_counter() - started, 1),
+    }

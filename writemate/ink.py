@@ -219,3 +219,70 @@ def median_step(strokes: list[np.ndarray]) -> float:
     steps = np.concatenate(steps) if steps else np.zeros(0)
     steps = steps[steps > 0]
     return float(np.median(steps)) if len(steps) else 0.0
+
+
+def typical_stroke_height(strokes: list[np.ndarray]) -> float:
+    """The median height of the strokes, each weighted by its points (so dots and commas count little)."""
+    heights = np.array([np.ptp(np.asarray(s)[:, 1]) for s in strokes])
+    points = np.array([len(s) for s in strokes])
+    order = np.argsort(heights, kind="stable")
+    return float(heights[order][np.searchsorted(np.cumsum(points[order]), points.sum() / 2)])
+
+
+def split_lines(
+    strokes: list[np.ndarray], back: float = 3.0, down: float = 0.5, gap: float = 1.5, min_width: float = 1.5
+) -> list[list[np.ndarray]]:
+    """Split a page of ink into its lines of text; strokes keep their order within a line.
+
+    Two cues, in units of the typical stroke height h (:func:`typical_stroke_height`):
+
+    1. Writing order. A stroke that starts more than ``back`` h left of the
+       right end of the line so far and whose median y lies more than ``down``
+       h below the line's starts a new line (the pen returned, as at the end
+       of a line; dots and crossings go back but not down).
+    2. Vertical gaps, for ink not in writing order: the strokes of each line
+       from step 1, sorted by median y, are split where two consecutive
+       medians lie more than ``gap`` h apart. A part narrower than
+       ``min_width`` h (a stray quote mark) joins the nearest part instead.
+
+    Measured on 1,500 IAM-OnDB lines: 99.9 % stay whole; pairs of lines
+    stacked 0.8 to 3 line heights apart are split correctly 97.7 to 99.7 %
+    of the time (docs/recognition.md).
+    """
+    strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in strokes]
+    strokes = [s for s in strokes if len(s)]
+    if len(strokes) < 2:
+        return [strokes] if strokes else []
+    h = typical_stroke_height(strokes)
+    if h == 0:
+        return [strokes]
+    lines: list[list[np.ndarray]] = [[strokes[0]]]
+    right, middles = strokes[0][:, 0].max(), [np.median(strokes[0][:, 1])]
+    for s in strokes[1:]:
+        middle = np.median(s[:, 1])
+        if right - s[0, 0] > back * h and middle - np.median(middles) > down * h:
+            lines.append([s])
+            right, middles = s[:, 0].max(), [middle]
+        else:
+            lines[-1].append(s)
+            right, middles = max(right, s[:, 0].max()), middles + [middle]
+    return [part for line in lines for part in _split_by_gaps(line, gap * h, min_width * h)]
+
+
+def _split_by_gaps(strokes: list[np.ndarray], gap: float, min_width: float) -> list[list[np.ndarray]]:
+    """Step 2 of :func:`split_lines`: parts top to bottom, strokes in their order."""
+    middles = np.array([np.median(s[:, 1]) for s in strokes])
+    order = np.argsort(middles, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(middles[order]) > gap) + 1)
+
+    def wide(group) -> bool:
+        return np.ptp(np.concatenate([strokes[i][:, 0] for i in group])) >= min_width
+
+    parts = [list(g) for g in groups if wide(g)]
+    if len(parts) < 2:
+        return [strokes]
+    centres = [np.median(middles[p]) for p in parts]
+    for g in groups:
+        if not wide(g):  # a stray mark belongs to the nearest part
+            parts[int(np.argmin([abs(np.median(middles[g]) - c) for c in centres]))].extend(g)
+    return [[strokes[i] for i in sorted(p)] for p in parts]

@@ -22,6 +22,7 @@ LOADERS = {
     "prediction": "writemate.scribble:Scribbler.from_folder",
     "classifier": "writemate.models.classifier:Classifier.from_folder",
     "language-model": "writemate.models.language:TextPredictor.from_folder",
+    "recognizer": "writemate.recognize:Recognizer.from_folder",
 }
 
 

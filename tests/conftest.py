@@ -115,3 +115,29 @@ def make_tiny_prediction_folder(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_prediction_dir(tmp_path) -> Path:
     return make_tiny_prediction_folder(tmp_path / "tiny-prediction")
+
+
+def iam_with_validation(root: Path) -> Path:
+    """IAM-OnDB-shaped archives with 4 training and 2 validation forms (text groups b01-010, b02-002)."""
+    from writemate.data import iam_ondb
+
+    rng = np.random.default_rng(1)
+    forms = ["a01-000u", "a02-001x", "a03-002y", "a04-003z", "b01-010a", "b02-002b"]
+    with tarfile.open(root / "lineStrokes-all.tar.gz", "w:gz") as tar:
+        for form in forms:
+            for n in (1, 2):
+                _add(tar, f"lineStrokes/{form[:3]}/{form[:-1]}/{form}-{n:02d}.xml", line_xml(fake_line(rng, 4)))
+    with tarfile.open(root / "ascii-all.tar.gz", "w:gz") as tar:
+        for form in forms:
+            _add(tar, f"ascii/{form[:3]}/{form[:-1]}/{form}.txt", f"CSR:\n\nfirst of {form}\nsecond\n".encode())
+    assert [iam_ondb.is_validation(f + "-01") for f in forms] == [False] * 4 + [True] * 2
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread (more only add overhead, badly so on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

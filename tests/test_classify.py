@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 import torch
 
 from writemate import cli
@@ -78,14 +80,6 @@ def write_vector_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:
             else:
                 np.save(root / label / f"{i}.npy", seq.astype(np.float32))
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the network ------------------------------------------------------------------------------

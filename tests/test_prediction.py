@@ -1,14 +1,13 @@
 import json
 import subprocess
 import sys
-import tarfile
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import _add, fake_line, line_xml
+from conftest import fake_line, iam_with_validation, line_xml
 from writemate import api, cli, ink, loading
 from writemate.data import batching, iam_ondb
 from writemate.models import mdn
@@ -38,21 +37,6 @@ def random_lines(n=6, seed=0):
         o[0, :2] = 0
         lines.append(o)
     return lines
-
-
-def iam_with_validation(root):
-    """IAM-OnDB-shaped archives with 4 training and 2 validation forms (text groups b01-010, b02-002)."""
-    rng = np.random.default_rng(1)
-    forms = ["a01-000u", "a02-001x", "a03-002y", "a04-003z", "b01-010a", "b02-002b"]
-    with tarfile.open(root / "lineStrokes-all.tar.gz", "w:gz") as tar:
-        for form in forms:
-            for n in (1, 2):
-                _add(tar, f"lineStrokes/{form[:3]}/{form[:-1]}/{form}-{n:02d}.xml", line_xml(fake_line(rng, 4)))
-    with tarfile.open(root / "ascii-all.tar.gz", "w:gz") as tar:
-        for form in forms:
-            _add(tar, f"ascii/{form[:3]}/{form[:-1]}/{form}.txt", b"CSR:\n\nfirst line\nsecond line\n")
-    assert [iam_ondb.is_validation(f + "-01") for f in forms] == [False] * 4 + [True] * 2
-    return root
 
 
 def test_full_sequence_equals_step_by_step():

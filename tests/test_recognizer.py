@@ -1,16 +1,17 @@
 """The BLSTM-CTC recognizer: features, network, training, line splitting, ink files, and the commands."""
 
 import json
-import tarfile
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 import torch
 import torch.nn as nn
-from conftest import _add, fake_line, line_xml, make_tiny_writer_folder
+from conftest import fake_line, iam_with_validation, line_xml, make_tiny_writer_folder
 
 from writemate import alphabet, checkpoint, cli, ink, loading
-from writemate.data import iam_ondb, inkml
+from writemate.data import inkml
 from writemate.models import recognizer as rec
 from writemate.models.language import LanguageModel, LanguageModelConfig
 from writemate.recognize import DecodingConfig, Recognizer, load_ink
@@ -22,15 +23,6 @@ TINY = rec.RecognizerConfig(hidden=8, layers=2, subsample=2, dropout=0.0)
 def private_cache(tmp_path, monkeypatch):
     """Prepared IAM-OnDB data goes to a temporary cache, not the user's home."""
     monkeypatch.setenv("WRITEMATE_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (more only add overhead, badly so on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_tiny_recognizer_folder(folder, seed=0, with_lm=False):
@@ -434,21 +426,6 @@ def test_evaluate_legibility_json(iam_dir, tiny_recognizer_dir, tmp_path, capsys
     assert 0 <= result["failure_rate"] <= 1 and len(result["worst"]) == 3
     assert cli.main([*args[:-3], "--style", "9"]) == 2
     assert "no style 9" in capsys.readouterr().err
-
-
-def iam_with_validation(root):
-    """IAM-OnDB-shaped archives with 4 training and 2 validation forms (text groups b01-010, b02-002)."""
-    rng = np.random.default_rng(1)
-    forms = ["a01-000u", "a02-001x", "a03-002y", "a04-003z", "b01-010a", "b02-002b"]
-    with tarfile.open(root / "lineStrokes-all.tar.gz", "w:gz") as tar:
-        for form in forms:
-            for n in (1, 2):
-                _add(tar, f"lineStrokes/{form[:3]}/{form[:-1]}/{form}-{n:02d}.xml", line_xml(fake_line(rng, 4)))
-    with tarfile.open(root / "ascii-all.tar.gz", "w:gz") as tar:
-        for form in forms:
-            _add(tar, f"ascii/{form[:3]}/{form[:-1]}/{form}.txt", f"CSR:\n\nfirst of {form}\nsecond\n".encode())
-    assert [iam_ondb.is_validation(f + "-01") for f in forms] == [False] * 4 + [True] * 2
-    return root
 
 
 def test_train_command_checkpoints_resumes_and_reads(tmp_path, capsys):

@@ -507,3 +507,15 @@ def test_fsdd_recordings_give_digit_speaker_and_38_features():
     label, speaker, _ = audio.fsdd_name(path)
     assert data.labels == [label] and data.groups == [speaker]
     assert data.sequences[0].shape[1] == 38 and 10 <= len(data.sequences[0]) <= 230
+
+
+def test_writemate_stroke_json_lines_are_samples(tmp_path):
+    from writemate import render
+    from writemate.data.sequences import read_stroke_json
+
+    lines = [[np.array([[0.0, 0.0], [10.0, 0.0]])], [], [np.array([[5.0, -5.0], [5.0, 5.0]])]]
+    path = tmp_path / "page.json"
+    path.write_text(render.to_json(lines, ["a", "", "b"]))
+    samples = read_stroke_json(path)
+    assert [s.label for s in samples] == ["a", "b"]  # the blank line has no ink and is no sample
+    np.testing.assert_allclose(samples[1].strokes[0], lines[2][0])

@@ -4,8 +4,10 @@ Three kinds of data folder are read (:func:`load_folder`):
 
 * **ink**: InkML files (every trace group with a ``truth`` annotation is a
   sample, its writer the ``writer`` annotation or else the file name) and
-  Writemate stroke JSON files (``{"strokes": [[[x, y], ...], ...], "label": ...,
-  "writer": ...}``, or a list of such objects; ``label`` and ``writer`` optional);
+  JSON files: Writemate stroke JSON (what ``writemate write -o x.json`` saves; each
+  line is a sample labelled by its text), or simple sample JSON
+  (``{"strokes": [[[x, y], ...], ...], "label": ..., "writer": ...}``, or a list of
+  such objects; ``label`` and ``writer`` optional);
 * **audio**: WAV files, labelled by an FSDD name ``{digit}_{speaker}_{take}.wav``
   or else by the name of their folder;
 * **vectors**: one subfolder per class, each sample a ``.npy`` array or a
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from writemate import ink
+from writemate import ink, render
 from writemate.data import audio, inkml
 from writemate.errors import WritemateError
 
@@ -184,11 +186,17 @@ def data_files(path: Path) -> list[Path]:
 
 
 def read_stroke_json(path: Path) -> list[inkml.InkSample]:
-    """Samples of a Writemate stroke JSON file (see the module notes)."""
+    """Samples of a stroke JSON file: Writemate stroke JSON or simple sample JSON (see the module notes)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not readable JSON ({e})") from e
+    if isinstance(data, dict) and data.get("format") == render.STROKES_FORMAT:
+        try:
+            lines = render.read_json(json.dumps(data))
+        except WritemateError as e:
+            raise DataError(f"{path}: {e}") from e
+        return [inkml.InkSample(text, strokes, {"label": text}, str(i)) for i, (text, strokes) in enumerate(lines) if strokes]
     items = data if isinstance(data, list) else [data]
     samples = []
     for i, item in enumerate(items):

@@ -1,4 +1,6 @@
 import csv
+import os
+import signal
 
 import pytest
 import torch
@@ -6,7 +8,7 @@ import torch
 from test_synthesis import TINY, random_lines
 from writemate import checkpoint
 from writemate.models.synthesis import Synthesis, SynthesisTask
-from writemate.train import TrainConfig, Trainer
+from writemate.train import TrainConfig, Trainer, stop_on_signals
 
 
 class Killed(Exception):
@@ -99,3 +101,25 @@ def test_time_limit_validates_before_stopping(tmp_path):
     assert state.step == 1 and state.epoch == 0
     assert state.history and state.history[0]["step"] == 1
     assert (tmp_path / "run" / "best" / "config.json").exists()
+
+
+def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
+    whole = make_trainer(tmp_path / "whole")
+    whole.fit()
+
+    def signal_at_step_4(event):
+        if event["event"] == "step" and event["step"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or Ctrl-C would
+
+    stopped = make_trainer(tmp_path / "stopped")
+    stopped.config.checkpoint_minutes = 60  # so only the signal saves a checkpoint
+    events = []
+    with stop_on_signals():
+        stopped.fit(lambda e: (events.append(e), signal_at_step_4(e)))
+    assert events[-1] == {"event": "stop", "reason": "signal"}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    resumed = make_trainer(tmp_path / "stopped")
+    resumed.fit()
+    assert resumed.state.step == whole.state.step == 6
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     from writemate import cli_recognize  # its options, read only by `train recognizer`
 
     cli_recognize.add_train_options(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, trains=True)
 
     p = sub.add_parser("write", help="write text as handwriting (SVG, PNG, stroke JSON or InkML)")
     p.add_argument("text", help='the text to write; "-" reads it from standard input; newlines break lines')
@@ -326,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "trains", False):  # Ctrl-C or SIGTERM: finish the step, checkpoint, stop
+            from writemate.train import stop_on_signals
+
+            with stop_on_signals():
+                return args.func(args)
         return args.func(args)
     except WritemateError as e:
         print(f"writemate: error: {e}", file=sys.stderr)

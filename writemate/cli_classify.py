@@ -277,7 +277,7 @@ def add_commands(sub) -> None:
     _add_data_options(p)
     _add_model_options(p)
     _add_train_options(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, trains=True)
 
     p = commands.add_parser(
         "evaluate", help="accuracy, per-class precision/recall and confusion matrix on labelled data"
@@ -317,4 +317,4 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--out", type=Path, help="write the markdown table to this file")
     _add_train_options(p)
-    p.set_defaults(func=cmd_experiment)
+    p.set_defaults(func=cmd_experiment, trains=True)

@@ -100,7 +100,7 @@ def add_commands(sub) -> None:
     p.add_argument("--valid-fraction", type=float, default=0.05, help="held out when there is no valid file")
     p.add_argument("--max-val-tokens", type=int, default=0, help="validate on the first N tokens only (0: all)")
     _add_train_options(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, trains=True)
 
     p = commands.add_parser("evaluate", help="bits per character and perplexity on a text file")
     p.add_argument("--model", default=DEFAULT_MODEL, help="a bundled model name or a model, checkpoint or run folder")

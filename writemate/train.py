@@ -23,8 +23,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -34,6 +36,29 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from writemate import checkpoint
+
+_STOP = threading.Event()  # set by stop_on_signals(); every running fit() checks it after each step
+
+
+@contextmanager
+def stop_on_signals():
+    """Within this block, SIGINT or SIGTERM makes a running :meth:`Trainer.fit` finish
+    its current step, save a checkpoint and return, so stopping a run loses no work.
+    A second signal interrupts at once."""
+
+    def request_stop(signum, frame):
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        _STOP.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _STOP.clear()
+
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adadelta", "adam")
 NOISE = ("none", "fixed", "adaptive")
@@ -303,6 +328,10 @@ class Trainer:
                 emit({"event": "step", "step": self.state.step, "loss": loss, "train_seconds": self.state.train_seconds})
                 if cfg.eval_every and self.state.step % cfg.eval_every == 0:
                     emit({"event": "val", **self.validate()})
+                if _STOP.is_set():
+                    self.save_checkpoint()
+                    emit({"event": "stop", "reason": "signal"})
+                    return self.state
                 out_of_time = cfg.max_minutes and self.state.train_seconds >= cfg.max_minutes * 60
                 if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
                     self.save_checkpoint()

@@ -8,6 +8,7 @@ import torch
 from test_synthesis import TINY, random_lines
 from writemate import checkpoint
 from writemate.models.synthesis import Synthesis, SynthesisTask
+from writemate.errors import Interrupted
 from writemate.train import TrainConfig, Trainer, stop_on_signals
 
 
@@ -114,7 +115,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
     stopped = make_trainer(tmp_path / "stopped")
     stopped.config.checkpoint_minutes = 60  # so only the signal saves a checkpoint
     events = []
-    with stop_on_signals():
+    with stop_on_signals(), pytest.raises(Interrupted, match="step 4"):
         stopped.fit(lambda e: (events.append(e), signal_at_step_4(e)))
     assert events[-1] == {"event": "stop", "reason": "signal"}
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored

@@ -13,7 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from writemate.errors import WritemateError
+from writemate.errors import Interrupted, WritemateError
 
 EXIT_BAD_INPUT = 2
 
@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                 return args.func(args)
         return args.func(args)
     except WritemateError as e:
+        if isinstance(e, Interrupted):  # a training run stopped by Ctrl-C or SIGTERM
+            print(f"writemate: {e}", file=sys.stderr)
+            return 130
         print(f"writemate: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -3,3 +3,7 @@
 
 class WritemateError(Exception):
     """Bad input, a missing or damaged file, or a request that cannot be met."""
+
+
+class Interrupted(WritemateError):
+    """Training was stopped by a signal after saving a checkpoint; rerunning resumes it."""

@@ -36,6 +36,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from writemate import checkpoint
+from writemate.errors import Interrupted
 
 _STOP = threading.Event()  # set by stop_on_signals(); every running fit() checks it after each step
 
@@ -43,8 +44,8 @@ _STOP = threading.Event()  # set by stop_on_signals(); every running fit() check
 @contextmanager
 def stop_on_signals():
     """Within this block, SIGINT or SIGTERM makes a running :meth:`Trainer.fit` finish
-    its current step, save a checkpoint and return, so stopping a run loses no work.
-    A second signal interrupts at once."""
+    its current step, save a checkpoint and raise :class:`Interrupted`, so stopping a
+    run loses no work. A second signal interrupts at once."""
 
     def request_stop(signum, frame):
         if _STOP.is_set():
@@ -331,7 +332,10 @@ class Trainer:
                 if _STOP.is_set():
                     self.save_checkpoint()
                     emit({"event": "stop", "reason": "signal"})
-                    return self.state
+                    raise Interrupted(
+                        f"stopped at step {self.state.step}; checkpoint saved in {self.run_dir}, "
+                        "the same command resumes it"
+                    )
                 out_of_time = cfg.max_minutes and self.state.train_seconds >= cfg.max_minutes * 60
                 if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
                     self.save_checkpoint()

@@ -228,6 +228,34 @@ def test_mfcc_features_and_fsdd_names(tmp_path):
         audio.wav_features(tmp_path / "bad.wav", config)
 
 
+def test_mfcc_matches_librosa_and_speaker_copies_change_only_the_voice(tmp_path):
+    import librosa
+
+    write_wav(tmp_path / "3_theo_12.wav", 440, seconds=0.5)
+    signal = audio.load_wav(tmp_path / "3_theo_12.wav", 8000)
+    plain = audio.MfccConfig(deltas=False, c0=True)
+    reference = librosa.feature.mfcc(
+        y=signal, sr=8000, n_mfcc=13, n_fft=256, win_length=200, hop_length=80, window="hamming", n_mels=40
+    ).T
+    np.testing.assert_allclose(audio.mfcc(signal, plain), reference, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(audio._warp_matrix(129, 1.0), np.eye(129))
+    for warp in (0.85, 1.15):  # rows interpolate between neighbours; the band edges stay put
+        matrix = audio._warp_matrix(129, warp)
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+        assert matrix[0, 0] == 1.0 and matrix[-1, -1] == 1.0
+    warped = audio.mfcc(signal, plain, warp=1.1, tilt_db=6.0)
+    assert warped.shape == reference.shape and not np.allclose(warped, reference, atol=0.5)
+
+    data, _ = sequences.load_folder(write_audio_folder(tmp_path / "wav"))
+    config = audio.MfccConfig(train_copies=2)
+    more = sequences.with_audio_copies(data, config, seed=0)
+    assert len(more) == 3 * len(data)
+    assert more.labels[len(data):] == [label for label in data.labels for _ in range(2)]
+    assert more.groups[len(data):] == [group for group in data.groups for _ in range(2)]
+    again = sequences.with_audio_copies(data, config, seed=0)
+    np.testing.assert_array_equal(again.sequences[-1], more.sequences[-1])  # seeded
+
+
 def test_group_splits_never_share_people():
     rng = np.random.default_rng(1)
     groups = [f"w{int(g)}" for g in rng.integers(0, 30, size=600)]

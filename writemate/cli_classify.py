@@ -79,6 +79,15 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--cmvn", action="store_true", help="audio: normalise each recording's features to zero mean and unit variance"
     )
+    f.add_argument(
+        "--speaker-copies",
+        type=int,
+        default=0,
+        help="audio, training: add this many copies of each recording with its voice and channel changed "
+        "(frequency warp and spectral tilt) to help with unseen speakers",
+    )
+    f.add_argument("--max-warp", type=float, default=0.15, help="audio copies: warp factors within 1 +- this")
+    f.add_argument("--max-tilt-db", type=float, default=12.0, help="audio copies: spectral tilts within +- this many dB")
 
 
 def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -123,7 +132,17 @@ def _features(args):
     ink = sequences.InkFeatureConfig(
         *(name in args.ink_features for name in ("position", "offsets", "pen")), step=args.resample_step
     )
-    mfcc = audio.MfccConfig(n_mfcc=args.n_mfcc, deltas=not args.no_deltas, cmvn=args.cmvn, c0=args.c0)
+    if args.speaker_copies < 0 or not 0 <= args.max_warp < 0.5 or args.max_tilt_db < 0:
+        raise UsageError("--speaker-copies must be >= 0, --max-warp within [0, 0.5) and --max-tilt-db >= 0")
+    mfcc = audio.MfccConfig(
+        n_mfcc=args.n_mfcc,
+        deltas=not args.no_deltas,
+        cmvn=args.cmvn,
+        c0=args.c0,
+        train_copies=args.speaker_copies,
+        max_warp=args.max_warp,
+        max_tilt_db=args.max_tilt_db,
+    )
     return sequences.FeatureConfig(kind=kind, ink=ink, audio=mfcc)
 
 

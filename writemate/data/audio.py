@@ -43,6 +43,12 @@ class MfccConfig:
     deltas: bool = True  # append first and second differences: 3 * n_mfcc features
     cmvn: bool = False  # normalise each coefficient to zero mean and unit variance per recording
     c0: bool = False  # keep coefficient 0 (the log energy: loudness, which differs between recordings)
+    # Training only: extra copies of each training recording as other speakers and
+    # microphones (see :func:`mfcc`), each with a warp drawn from 1 +- max_warp and a
+    # tilt from +- max_tilt_db.
+    train_copies: int = 0
+    max_warp: float = 0.15
+    max_tilt_db: float = 12.0
 
     @property
     def size(self) -> int:
@@ -70,8 +76,38 @@ def load_wav(path: str | Path, sample_rate: int) -> np.ndarray:
     return signal
 
 
-def mfcc(signal: np.ndarray, config: MfccConfig) -> np.ndarray:
-    """MFCC features ``(frames, config.size)`` float32 of a mono signal at ``config.sample_rate``."""
+def _warp_matrix(bins: int, warp: float, boundary: float = 0.8) -> np.ndarray:
+    """Linear interpolation (bins, bins) that stretches the frequency axis by ``warp``.
+
+    Vocal tract length perturbation (Jaitly and Hinton 2013): frequencies up to
+    ``boundary`` of Nyquist (scaled by min(warp, 1)) move by the factor ``warp``; above
+    that a second straight piece keeps Nyquist in place. Row g of the matrix
+    reads the input spectrum at the frequency that lands on output bin g.
+    """
+    top = bins - 1
+    knee = boundary * top * min(warp, 1.0)  # input frequency where the first piece ends
+    out = np.arange(bins, dtype=np.float64)
+    source = np.where(
+        out <= knee * warp,
+        out / warp,
+        knee + (out - knee * warp) * (top - knee) / (top - knee * warp),
+    )
+    lower = np.clip(np.floor(source).astype(int), 0, top - 1)
+    frac = source - lower
+    matrix = np.zeros((bins, bins))
+    matrix[out.astype(int), lower] = 1 - frac
+    matrix[out.astype(int), lower + 1] += frac
+    return matrix
+
+
+def mfcc(signal: np.ndarray, config: MfccConfig, warp: float = 1.0, tilt_db: float = 0.0) -> np.ndarray:
+    """MFCC features ``(frames, config.size)`` float32 of a mono signal at ``config.sample_rate``.
+
+    ``warp`` and ``tilt_db`` make a training copy that sounds like another
+    speaker and microphone: the frequency axis stretched by ``warp`` (vocal tract
+    length), and the power spectrum tilted by ``tilt_db`` from the lowest to the
+    highest frequency (a brighter or duller channel).
+    """
     import librosa
 
     win = int(round(config.sample_rate * config.frame_ms / 1000))
@@ -80,16 +116,14 @@ def mfcc(signal: np.ndarray, config: MfccConfig) -> np.ndarray:
     signal = np.asarray(signal, dtype=np.float32)
     if len(signal) < n_fft:  # very short clips: pad so that at least one frame exists
         signal = np.pad(signal, (0, n_fft - len(signal)))
-    coeffs = librosa.feature.mfcc(
-        y=signal,
-        sr=config.sample_rate,
-        n_mfcc=config.n_mfcc,
-        n_fft=n_fft,
-        win_length=win,
-        hop_length=hop,
-        window="hamming",
-        n_mels=config.n_mels,
-    )  # (n_mfcc, frames)
+    power = np.abs(librosa.stft(signal, n_fft=n_fft, hop_length=hop, win_length=win, window="hamming")) ** 2  # (bins, frames)
+    if warp != 1.0:
+        power = _warp_matrix(power.shape[0], warp) @ power
+    if tilt_db:
+        position = np.linspace(-0.5, 0.5, power.shape[0])[:, None]  # (bins, 1)
+        power = power * 10.0 ** (tilt_db * position / 10)
+    mel = librosa.feature.melspectrogram(S=power, sr=config.sample_rate, n_fft=n_fft, n_mels=config.n_mels)
+    coeffs = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=config.n_mfcc)  # (n_mfcc, frames)
     if config.deltas:
         coeffs = np.concatenate(
             [
@@ -108,6 +142,18 @@ def mfcc(signal: np.ndarray, config: MfccConfig) -> np.ndarray:
 
 def wav_features(path: str | Path, config: MfccConfig) -> np.ndarray:
     return mfcc(load_wav(path, config.sample_rate), config)
+
+
+def augmented_copies(path: str | Path, config: MfccConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """``config.train_copies`` feature sequences of one recording, each as if another
+    speaker (frequency warp) had said it into another microphone (spectral tilt)."""
+    signal = load_wav(path, config.sample_rate)
+    copies = []
+    for _ in range(config.train_copies):
+        warp = 1.0 + rng.uniform(-config.max_warp, config.max_warp)
+        tilt = rng.uniform(-config.max_tilt_db, config.max_tilt_db)
+        copies.append(mfcc(signal, config, warp=warp, tilt_db=tilt))
+    return copies
 
 
 def fsdd_name(path: str | Path) -> tuple[str, str, int] | None:

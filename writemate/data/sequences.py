@@ -283,6 +283,16 @@ def load_folder(
     return out, features
 
 
+def with_audio_copies(data: SequenceSet, config: audio.MfccConfig, seed: int) -> SequenceSet:
+    """``data`` plus ``config.train_copies`` augmented copies of each recording (training sets only)."""
+    rng = np.random.default_rng(seed)
+    out = data.subset(range(len(data)))
+    for i, source in enumerate(data.sources):
+        for copy in audio.augmented_copies(source, config, rng):
+            out.add(copy, data.labels[i], data.groups[i], source)
+    return out
+
+
 def write_folder(root: Path, data: SequenceSet, fmt: str = "npy") -> None:
     """Write sequences in the generic format: ``root/<label>/<n>.npy`` (or ``.txt``)."""
     root = Path(root)

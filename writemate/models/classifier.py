@@ -444,6 +444,8 @@ def train_classifier(
     parts = split_data(data, features, replace(split, test_fraction=0.0) if test_data is not None else split)
     train, val = data.subset(parts.train), data.subset(parts.val)
     test = test_data if test_data is not None else data.subset(parts.test)
+    if features.kind == "audio" and features.audio.train_copies:  # after the split: copies stay in training
+        train = sequences.with_audio_copies(train, features.audio, train_config.seed)
     if not len(val):
         raise ClassifierError("the split leaves no validation samples; raise --val-fraction or name --val-groups")
     torch.manual_seed(train_config.seed)

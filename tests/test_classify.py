@@ -2,7 +2,7 @@
 
 import json
 import wave
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -250,10 +250,30 @@ def test_mfcc_matches_librosa_and_speaker_copies_change_only_the_voice(tmp_path)
     config = audio.MfccConfig(train_copies=2)
     more = sequences.with_audio_copies(data, config, seed=0)
     assert len(more) == 3 * len(data)
-    assert more.labels[len(data):] == [label for label in data.labels for _ in range(2)]
-    assert more.groups[len(data):] == [group for group in data.groups for _ in range(2)]
+    assert sorted(zip(more.labels, more.groups)) == sorted(3 * list(zip(data.labels, data.groups)))
     again = sequences.with_audio_copies(data, config, seed=0)
     np.testing.assert_array_equal(again.sequences[-1], more.sequences[-1])  # seeded
+
+
+def test_speaker_cmvn_normalises_each_speaker_over_all_their_recordings(tmp_path):
+    folder = write_audio_folder(tmp_path / "wav")
+    raw, _ = sequences.load_folder(folder)
+    features = sequences.FeatureConfig(kind="audio", audio=audio.MfccConfig(speaker_cmvn=True))
+    data, _ = sequences.load_folder(folder, features)
+    for speaker in set(data.groups):
+        frames = np.concatenate([s for s, g in zip(data.sequences, data.groups) if g == speaker])
+        np.testing.assert_allclose(frames.mean(axis=0), 0, atol=1e-4)
+        np.testing.assert_allclose(frames.std(axis=0), 1, atol=1e-3)
+    one = data.sources.index(str(folder / "1_cy_0.wav"))
+    assert not np.allclose(data.sequences[one].mean(axis=0), 0, atol=1e-3)  # not per recording
+    # Files given one by one are pooled by speaker, as a folder is.
+    files = sorted(folder.glob("*.wav"))
+    separate, _ = sequences.load_folder(files, features)
+    np.testing.assert_allclose(separate.sequences[separate.sources.index(str(folder / "1_cy_0.wav"))], data.sequences[one])
+    assert len(raw) == len(data)
+    copies = sequences.with_audio_copies(data, replace(features.audio, train_copies=1), seed=0)
+    extra = [s for s, g in zip(copies.sequences[len(data):], copies.groups[len(data):]) if g == "cy"]
+    np.testing.assert_allclose(np.concatenate(extra).mean(axis=0), 0, atol=1e-4)  # each copy normalised as its own speaker
 
 
 def test_group_splits_never_share_people():

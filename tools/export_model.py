@@ -4,7 +4,8 @@
 
 Copies model.safetensors (optionally as fp16) and config.json, and keeps the
 destination's MODEL_CARD.md and styles.json (write those by hand / with
-tools/make_styles.py). Refuses to replace bundled weights with worse ones
+tools/make_styles.py), unless --card copies the source's MODEL_CARD.md (the
+classifiers write their own). Refuses to replace bundled weights with worse ones
 unless --force: the validation metric in config.json must be lower.
 """
 
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true")
     parser.add_argument("--metric", default="val_nll", help="lower is better")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--card", action="store_true", help="also copy the source's MODEL_CARD.md")
     args = parser.parse_args()
     new = checkpoint.read_config(args.source)
     old_path = args.destination / checkpoint.CONFIG
@@ -41,6 +43,8 @@ def main() -> None:
         tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
     checkpoint.save_tensors(args.destination / checkpoint.WEIGHTS, tensors)
     shutil.copyfile(args.source / checkpoint.CONFIG, old_path)
+    if args.card:
+        shutil.copyfile(args.source / "MODEL_CARD.md", args.destination / "MODEL_CARD.md")
     size = (args.destination / checkpoint.WEIGHTS).stat().st_size / 1e6
     print(f"exported {args.source} -> {args.destination} ({size:.1f} MB), {args.metric} {new.get('metrics', {}).get(args.metric)}")
 

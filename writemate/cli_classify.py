@@ -80,11 +80,17 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         "--cmvn", action="store_true", help="audio: normalise each recording's features to zero mean and unit variance"
     )
     f.add_argument(
+        "--speaker-cmvn",
+        action="store_true",
+        help="audio: normalise features per speaker over all of the speaker's recordings read together "
+        "(FSDD names give the speaker; other files count as their own speaker)",
+    )
+    f.add_argument(
         "--speaker-copies",
         type=int,
         default=0,
-        help="audio, training: add this many copies of each recording with its voice and channel changed "
-        "(frequency warp and spectral tilt) to help with unseen speakers",
+        help="audio, training: add this many copies of each training speaker, each with another voice and "
+        "channel (one frequency warp and spectral tilt per copy), to help with unseen speakers",
     )
     f.add_argument("--max-warp", type=float, default=0.15, help="audio copies: warp factors within 1 +- this")
     f.add_argument("--max-tilt-db", type=float, default=12.0, help="audio copies: spectral tilts within +- this many dB")
@@ -138,6 +144,7 @@ def _features(args):
         n_mfcc=args.n_mfcc,
         deltas=not args.no_deltas,
         cmvn=args.cmvn,
+        speaker_cmvn=args.speaker_cmvn,
         c0=args.c0,
         train_copies=args.speaker_copies,
         max_warp=args.max_warp,
@@ -183,7 +190,7 @@ def _command_line(args, name: str) -> str:
     """The options of a parsed ``writemate classify`` command, written out so that it can be run again."""
     words = ["writemate", "classify", name]
     for key, value in vars(args).items():
-        if key in ("func", "command", "classify_command") or value is None or value is False:
+        if key in ("func", "trains", "command", "classify_command") or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:

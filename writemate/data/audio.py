@@ -42,10 +42,11 @@ class MfccConfig:
     hop_ms: float = 10.0
     deltas: bool = True  # append first and second differences: 3 * n_mfcc features
     cmvn: bool = False  # normalise each coefficient to zero mean and unit variance per recording
+    speaker_cmvn: bool = False  # the same over all recordings of a speaker (see sequences.normalise_speakers)
     c0: bool = False  # keep coefficient 0 (the log energy: loudness, which differs between recordings)
-    # Training only: extra copies of each training recording as other speakers and
-    # microphones (see :func:`mfcc`), each with a warp drawn from 1 +- max_warp and a
-    # tilt from +- max_tilt_db.
+    # Training only: extra copies of each training speaker as other speakers with other
+    # microphones (see :func:`mfcc`), each copy with a warp drawn from 1 +- max_warp
+    # and a tilt from +- max_tilt_db.
     train_copies: int = 0
     max_warp: float = 0.15
     max_tilt_db: float = 12.0
@@ -144,16 +145,9 @@ def wav_features(path: str | Path, config: MfccConfig) -> np.ndarray:
     return mfcc(load_wav(path, config.sample_rate), config)
 
 
-def augmented_copies(path: str | Path, config: MfccConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    """``config.train_copies`` feature sequences of one recording, each as if another
-    speaker (frequency warp) had said it into another microphone (spectral tilt)."""
-    signal = load_wav(path, config.sample_rate)
-    copies = []
-    for _ in range(config.train_copies):
-        warp = 1.0 + rng.uniform(-config.max_warp, config.max_warp)
-        tilt = rng.uniform(-config.max_tilt_db, config.max_tilt_db)
-        copies.append(mfcc(signal, config, warp=warp, tilt_db=tilt))
-    return copies
+def draw_voice(config: MfccConfig, rng: np.random.Generator) -> tuple[float, float]:
+    """A random (warp, tilt_db) within the config's ranges: one imagined speaker and microphone."""
+    return 1.0 + rng.uniform(-config.max_warp, config.max_warp), rng.uniform(-config.max_tilt_db, config.max_tilt_db)
 
 
 def fsdd_name(path: str | Path) -> tuple[str, str, int] | None:

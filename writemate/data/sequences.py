@@ -259,14 +259,17 @@ def read_file(path: Path, features: FeatureConfig, labelled: bool = True) -> Seq
 
 
 def load_folder(
-    path: Path, features: FeatureConfig | None = None, labelled: bool = True
+    path: Path | list[Path], features: FeatureConfig | None = None, labelled: bool = True
 ) -> tuple[SequenceSet, FeatureConfig]:
-    """Read every sample under ``path``; ``features`` defaults to the kind's defaults.
+    """Read every sample under ``path`` (a file or folder, or a list of them);
+    ``features`` defaults to the kind's defaults.
 
     Returns the samples and the feature config used (with ``vector_size`` set for vectors).
     With ``labelled=False`` (for prediction) ink samples without a label are kept too.
+    Audio with ``speaker_cmvn`` is normalised per speaker over everything read together.
     """
-    files = data_files(path)
+    paths = path if isinstance(path, list) else [path]
+    files = [file for p in paths for file in data_files(p)]
     kind = detect_kind(files)
     features = features or FeatureConfig(kind=kind)
     if kind != features.kind:
@@ -279,17 +282,51 @@ def load_folder(
         for i in range(len(part)):
             out.add(part.sequences[i], part.labels[i], part.groups[i], part.sources[i])
     if not len(out):
-        raise DataError(f"{path}: no {'labelled ' if labelled else ''}samples found")
+        raise DataError(f"{', '.join(map(str, paths))}: no {'labelled ' if labelled else ''}samples found")
+    if kind == "audio" and features.audio.speaker_cmvn:
+        out = normalise_speakers(out)
     return out, features
 
 
+def normalise_speakers(data: SequenceSet) -> SequenceSet:
+    """Per-speaker CMVN: each group's features to zero mean and unit variance over all its frames.
+
+    It removes what a speaker's voice and microphone add to every recording
+    (a fixed filter is a constant offset in the cepstrum) while keeping what
+    differs between their words; with one recording per group it is per-recording CMVN.
+    """
+    out = data.subset(range(len(data)))
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(out.groups):
+        members.setdefault(group, []).append(i)
+    for indices in members.values():
+        frames = np.concatenate([out.sequences[i] for i in indices])  # (sum T, F)
+        mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-5
+        for i in indices:
+            out.sequences[i] = ((out.sequences[i] - mean) / std).astype(np.float32)
+    return out
+
+
 def with_audio_copies(data: SequenceSet, config: audio.MfccConfig, seed: int) -> SequenceSet:
-    """``data`` plus ``config.train_copies`` augmented copies of each recording (training sets only)."""
+    """``data`` plus ``config.train_copies`` copies of each speaker's recordings (training sets only).
+
+    Each copy of a speaker is one imagined speaker: one frequency warp and one
+    spectral tilt for all of that speaker's recordings.
+    """
     rng = np.random.default_rng(seed)
     out = data.subset(range(len(data)))
-    for i, source in enumerate(data.sources):
-        for copy in audio.augmented_copies(source, config, rng):
-            out.add(copy, data.labels[i], data.groups[i], source)
+    for group in sorted(set(data.groups)):
+        indices = [i for i, g in enumerate(data.groups) if g == group]
+        for _ in range(config.train_copies):
+            warp, tilt = audio.draw_voice(config, rng)
+            copy = SequenceSet()
+            for i in indices:
+                signal = audio.load_wav(data.sources[i], config.sample_rate)
+                copy.add(audio.mfcc(signal, config, warp=warp, tilt_db=tilt), data.labels[i], group, data.sources[i])
+            if config.speaker_cmvn:
+                copy = normalise_speakers(copy)
+            for i in range(len(copy)):
+                out.add(copy.sequences[i], copy.labels[i], copy.groups[i], copy.sources[i])
     return out
 
 

@@ -358,12 +358,7 @@ class Classifier:
 
     def read(self, paths: list[Path], labelled: bool = False) -> SequenceSet:
         """Features of every sample in the files or folders ``paths``, as this model reads them."""
-        out = SequenceSet()
-        for path in paths:
-            part, _ = sequences.load_folder(path, self.features, labelled)
-            for i in range(len(part)):
-                out.add(part.sequences[i], part.labels[i], part.groups[i], part.sources[i])
-        return out
+        return sequences.load_folder(list(paths), self.features, labelled)[0]
 
     def predict_files(self, paths: list[Path]) -> list[Prediction]:
         data = self.read(paths)
@@ -489,7 +484,14 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
             f"{a['n_mfcc']} MFCC{' + deltas + delta-deltas' if a['deltas'] else ''} at {a['sample_rate']} Hz, "
             f"{a['frame_ms']} ms frames every {a['hop_ms']} ms{', per-recording CMVN' if a['cmvn'] else ''}"
             f"{'' if a.get('c0') else ', static c0 (log energy) left out'}"
+            f"{', normalised per speaker (CMVN over all recordings of the speaker read together)' if a.get('speaker_cmvn') else ''}"
         )
+        if a.get("train_copies"):
+            feature_text += (
+                f"; training adds {a['train_copies']} copies of each training speaker, each as another voice and "
+                f"microphone: the frequency axis warped by up to {a['max_warp']:.0%} and the spectrum tilted by up to "
+                f"{a['max_tilt_db']} dB"
+            )
     else:
         feature_text = f"{features['vector_size']} values per step, as given"
     held_out = {"writer": "writers", "speaker": "speakers", "sample": "samples"}[split["by"]]
@@ -506,12 +508,13 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
         "",
         "## Data and split",
         f"- split by {split['by']} (seed {split['seed']}): test {held_out} never seen in training or validation",
-        f"- samples: {config['data_samples']}",
+        "- samples: " + ", ".join(f"{n:,} {part}" for part, n in config["data_samples"].items()),
     ]
     if config.get("test_groups"):
         lines.append(f"- test {held_out}: {', '.join(config['test_groups'])}")
-    lines += ["", "## Training", f"- {meta.get('step', '?')} steps, {meta.get('train_seconds', '?')} s of training"]
-    lines.append(f"- validation at the saved step: {meta.get('metrics', {})}")
+    lines += ["", "## Training", f"- saved at step {meta.get('step', '?')}, after {meta.get('train_seconds', '?')} s of training"]
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in meta.get("metrics", {}).items())
+    lines.append(f"- validation at that step: {shown}")
     if command:
         lines.append(f"- command: `{command}`")
     lines += ["", "## Test results"]

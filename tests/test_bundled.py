@@ -43,3 +43,21 @@ def test_bundled_synthesis_config_records_its_training():
 def test_unknown_bundled_name_is_a_clear_error(name):
     with pytest.raises(checkpoint.CheckpointError, match="neither a bundled model"):
         writemate.load(name)
+
+
+CLASSIFIERS = {"unipen-digits": ("digits", 0.97), "unipen-uppercase": ("uppercase", 0.92), "unipen-lowercase": ("lowercase", 0.88)}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_bundled_character_classifiers_read_held_out_writers(name):
+    if name not in writemate.bundled():
+        pytest.skip(f"{name} is not bundled yet")
+    from conftest import shared_data
+    from writemate.data import sequences
+
+    model = writemate.load(name)
+    folder, target = CLASSIFIERS[name]
+    data, _ = sequences.load_folder(shared_data("unipen") / folder, model.features)
+    held_out = data.subset(i for i, g in enumerate(data.groups) if g not in model.seen_groups)
+    assert len(held_out) > 500
+    assert model.evaluate(held_out)["accuracy"] >= target

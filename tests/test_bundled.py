@@ -61,3 +61,16 @@ def test_bundled_character_classifiers_read_held_out_writers(name):
     held_out = data.subset(i for i, g in enumerate(data.groups) if g not in model.seen_groups)
     assert len(held_out) > 500
     assert model.evaluate(held_out)["accuracy"] >= target
+
+
+def test_bundled_spoken_digit_model_reads_recordings_together():
+    if "fsdd" not in writemate.bundled():
+        pytest.skip("fsdd is not bundled yet")
+    from conftest import shared_data
+
+    model = writemate.load("fsdd")
+    files = sorted((shared_data("fsdd") / "recordings").glob("*_theo_4*.wav"))  # takes 4 and 40-49 of every digit
+    predictions = model.predict_files(files)  # one speaker read together: per-speaker CMVN
+    assert len(predictions) == len(files) == 110
+    correct = sum(p.label == p.true_label for p in predictions)
+    assert correct >= 0.9 * len(files)  # theo was among the training speakers: this checks loading and features, not generalisation

@@ -238,6 +238,10 @@ def test_mfcc_matches_librosa_and_speaker_copies_change_only_the_voice(tmp_path)
         y=signal, sr=8000, n_mfcc=13, n_fft=256, win_length=200, hop_length=80, window="hamming", n_mels=40
     ).T
     np.testing.assert_allclose(audio.mfcc(signal, plain), reference, rtol=1e-5, atol=1e-4)
+    with_deltas = np.concatenate(
+        [reference.T, librosa.feature.delta(reference.T, mode="nearest"), librosa.feature.delta(reference.T, order=2, mode="nearest")]
+    ).T
+    np.testing.assert_allclose(audio.mfcc(signal, audio.MfccConfig(c0=True)), with_deltas, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(audio._warp_matrix(129, 1.0), np.eye(129))
     for warp in (0.85, 1.15):  # rows interpolate between neighbours; the band edges stay put
         matrix = audio._warp_matrix(129, warp)

@@ -18,6 +18,7 @@ Free Spoken Digit Dataset file names carry the label and the speaker:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,6 +102,29 @@ def _warp_matrix(bins: int, warp: float, boundary: float = 0.8) -> np.ndarray:
     return matrix
 
 
+@functools.lru_cache(maxsize=8)
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """librosa's mel filter bank (n_mels, bins), built once per shape: building it took a sixth of the time."""
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+
+@functools.lru_cache(maxsize=4)
+def _delta_kernel(order: int, width: int = 9) -> np.ndarray:
+    """The Savitzky-Golay kernel librosa.feature.delta fits anew on every call (a fifth of the time)."""
+    from scipy.signal import savgol_coeffs
+
+    return savgol_coeffs(width, polyorder=order, deriv=order)
+
+
+def _delta(coeffs: np.ndarray, order: int) -> np.ndarray:
+    """librosa.feature.delta(coeffs, order=order, mode="nearest") along time, with a cached kernel."""
+    from scipy.ndimage import convolve1d
+
+    return convolve1d(coeffs, _delta_kernel(order), axis=-1, mode="nearest")
+
+
 def mfcc(signal: np.ndarray, config: MfccConfig, warp: float = 1.0, tilt_db: float = 0.0) -> np.ndarray:
     """MFCC features ``(frames, config.size)`` float32 of a mono signal at ``config.sample_rate``.
 
@@ -123,16 +147,10 @@ def mfcc(signal: np.ndarray, config: MfccConfig, warp: float = 1.0, tilt_db: flo
     if tilt_db:
         position = np.linspace(-0.5, 0.5, power.shape[0])[:, None]  # (bins, 1)
         power = power * 10.0 ** (tilt_db * position / 10)
-    mel = librosa.feature.melspectrogram(S=power, sr=config.sample_rate, n_fft=n_fft, n_mels=config.n_mels)
+    mel = _mel_filters(config.sample_rate, n_fft, config.n_mels) @ power  # (n_mels, frames)
     coeffs = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=config.n_mfcc)  # (n_mfcc, frames)
     if config.deltas:
-        coeffs = np.concatenate(
-            [
-                coeffs,
-                librosa.feature.delta(coeffs, mode="nearest"),
-                librosa.feature.delta(coeffs, order=2, mode="nearest"),
-            ]
-        )  # (3 n_mfcc, frames)
+        coeffs = np.concatenate([coeffs, _delta(coeffs, 1), _delta(coeffs, 2)])  # (3 n_mfcc, frames)
     if not config.c0:  # the energy's changes over time (in the deltas) stay
         coeffs = coeffs[1:]
     frames = coeffs.T.astype(np.float32)  # (frames, features)

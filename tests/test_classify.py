@@ -367,6 +367,8 @@ def test_cli_train_evaluate_predict_on_ink(tmp_path, capsys):
     assert "lab:w5" not in config["config"]["seen_groups"] and config["family"] == "classifier"
     assert config["config"]["features"]["ink"] == asdict(sequences.InkFeatureConfig())  # CLI and library defaults agree
     assert config["config"]["model"]["cell"] == classifier.ClassifierConfig(1, ["a", "b"]).cell
+    card = (run / "best" / "MODEL_CARD.md").read_text()
+    assert "--resample-step 0.1" in card and "--n-mfcc" not in card and "--trains" not in card  # the command, for ink
 
     assert (
         cli.main(

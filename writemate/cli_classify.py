@@ -186,11 +186,18 @@ def _prepare(args):
     return data, test_data, features, model, split, _train_config(args)
 
 
-def _command_line(args, name: str) -> str:
-    """The options of a parsed ``writemate classify`` command, written out so that it can be run again."""
+INK_OPTIONS = {"ink_features", "resample_step"}
+AUDIO_OPTIONS = {"n_mfcc", "no_deltas", "c0", "cmvn", "speaker_cmvn", "speaker_copies", "max_warp", "max_tilt_db"}
+
+
+def _command_line(args, name: str, kind: str) -> str:
+    """The options of a parsed ``writemate classify`` command, written out so that it can be run again
+    (without the feature options of the other kinds of data)."""
     words = ["writemate", "classify", name]
+    unused = {"func", "trains", "command", "classify_command"}
+    unused |= (AUDIO_OPTIONS if kind != "audio" else set()) | (INK_OPTIONS if kind != "ink" else set())
     for key, value in vars(args).items():
-        if key in ("func", "trains", "command", "classify_command") or value is None or value is False:
+        if key in unused or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -207,7 +214,7 @@ def cmd_train(args) -> int:
     from writemate.models import classifier
 
     data, test_data, features, model, split, train_config = _prepare(args)
-    command = _command_line(args, "train")
+    command = _command_line(args, "train", features.kind)
     result = classifier.train_classifier(
         data, features, model, split, train_config, args.run, _progress_bar(), test_data, command
     )
@@ -285,7 +292,7 @@ def cmd_experiment(args) -> int:
     rows = classifier.run_experiments(
         data, features, model, split, train_config, args.run, args.cells, args.layers, args.rotate, _progress_bar()
     )
-    table = classifier.experiment_table(rows, _command_line(args, "experiment"))
+    table = classifier.experiment_table(rows, _command_line(args, "experiment", features.kind))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)

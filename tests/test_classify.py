@@ -573,3 +573,22 @@ def test_writemate_stroke_json_lines_are_samples(tmp_path):
     samples = read_stroke_json(path)
     assert [s.label for s in samples] == ["a", "b"]  # the blank line has no ink and is no sample
     np.testing.assert_allclose(samples[1].strokes[0], lines[2][0])
+
+
+def test_an_ensemble_averages_its_members_log_probabilities(tmp_path, capsys):
+    ink = write_ink_folder(tmp_path / "ink", writers=6, per_class=4)
+    run = tmp_path / "run"
+    args = ["classify", "train", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w5"]
+    args += ["--val-groups", "lab:w4", "--run", str(run), "--ensemble", "2"]
+    assert cli.main(args + TRAIN + ["--epochs", "2"]) == 0  # the last --epochs counts
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_accuracy"] is not None
+    ensemble = classifier.Classifier.from_folder(run / "best")
+    members = [classifier.Classifier.from_folder(run / f"member-{k}" / "best") for k in (1, 2)]
+    assert isinstance(ensemble.model, classifier.Ensemble) and len(ensemble.model.members) == 2
+    data, _ = sequences.load_folder(ink, ensemble.features)
+    probs = [classifier.predict_probabilities(m.model, data.sequences) for m in members]
+    assert not np.allclose(probs[0], probs[1])  # different seeds, different networks
+    geometric = np.exp((np.log(probs[0]) + np.log(probs[1])) / 2)
+    expected = geometric / geometric.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(classifier.predict_probabilities(ensemble.model, data.sequences), expected, rtol=1e-4, atol=1e-6)
+    assert "ensemble of 2" in (run / "best" / "MODEL_CARD.md").read_text()

@@ -125,6 +125,12 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
     g.add_argument(
         "--pooling", choices=POOLING, default="last", help="summary of a sequence: final hidden states or mean output"
     )
+    g.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="train this many networks with consecutive seeds and average their log-probabilities (1 to 9)",
+    )
 
 
 def _features(args):
@@ -172,6 +178,7 @@ def _prepare(args):
         pooling=args.pooling,
         mask_time=args.mask_time,
         mask_features=args.mask_features,
+        ensemble=args.ensemble,
     )
     split = classifier.SplitConfig(
         by=args.split,

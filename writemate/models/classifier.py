@@ -59,6 +59,8 @@ class ClassifierConfig:
     # to the training mean (0 after standardising).
     mask_time: float = 0.0
     mask_features: int = 0
+    # Members trained alike with seeds seed .. seed + ensemble - 1; their log-probabilities are averaged.
+    ensemble: int = 1
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -71,6 +73,8 @@ class ClassifierConfig:
             raise ClassifierError("hidden and input size must be positive, dropout in [0, 1)")
         if not 0 <= self.mask_time < 1 or not 0 <= self.mask_features < self.input_size:
             raise ClassifierError("mask_time must be in [0, 1) and mask_features below the number of features")
+        if not 1 <= self.ensemble <= 9:
+            raise ClassifierError("ensemble must be 1 to 9 members")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ClassifierError(f"need at least two distinct classes, got {self.classes}")
 
@@ -143,6 +147,26 @@ class SequenceClassifier(nn.Module):
             padded, _ = pad_packed_sequence(out, batch_first=True)  # (B, T, directions * H), zeros past the end
             summary = padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
         return self.output(self.dropout(summary))  # (B, C)
+
+
+class Ensemble(nn.Module):
+    """Members of one configuration; the output is their mean log-probability (B, C),
+    whose softmax is the normalised geometric mean of the members' probabilities."""
+
+    def __init__(self, members: list[SequenceClassifier]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.stack([F.log_softmax(m(x, lengths), dim=-1) for m in self.members]).mean(dim=0)
+
+
+def build_model(config: ClassifierConfig) -> nn.Module:
+    """The network of ``config``: one classifier, or an ensemble of ``config.ensemble``."""
+    if config.ensemble == 1:
+        return SequenceClassifier(config)
+    return Ensemble([SequenceClassifier(config) for _ in range(config.ensemble)])
 
 
 def collate(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +359,7 @@ class Classifier:
         if meta.get("family") != FAMILY:
             raise checkpoint.CheckpointError(f"{folder}: not a classifier (family {meta.get('family')!r})")
         config = meta["config"]
-        model = SequenceClassifier(ClassifierConfig(**config["model"]))
+        model = build_model(ClassifierConfig(**config["model"]))
         checkpoint.load_weights(model, folder)
         return cls(model, FeatureConfig.from_dict(config["features"]), config)
 
@@ -443,9 +467,6 @@ def train_classifier(
         train = sequences.with_audio_copies(train, features.audio, train_config.seed)
     if not len(val):
         raise ClassifierError("the split leaves no validation samples; raise --val-fraction or name --val-groups")
-    torch.manual_seed(train_config.seed)
-    model = SequenceClassifier(model_config)
-    model.set_normalisation(train.sequences)
     config = {
         "model": model_config.to_dict(),
         "features": features.to_dict(),
@@ -454,10 +475,30 @@ def train_classifier(
         "test_groups": parts.test_groups,
         "data_samples": {"train": len(train), "val": len(val), "test": len(test)},
     }
-    task = ClassifierTask(model, train, val, split.select_by)
-    trainer = Trainer(task, train_config, run_dir, family=FAMILY, model_config=config)
-    state = trainer.fit(progress)
     best = Path(run_dir) / "best"
+    if model_config.ensemble == 1:
+        state = _train_member(model_config, train, val, split, train_config, Path(run_dir), config, progress)
+    else:  # each member a run of its own (resumable), then one model folder holding them all
+        single = replace(model_config, ensemble=1)
+        members, seconds = [], 0.0
+        for k in range(model_config.ensemble):
+            member_dir = Path(run_dir) / f"member-{k + 1}"
+            state = _train_member(
+                single,
+                train,
+                val,
+                split,
+                replace(train_config, seed=train_config.seed + k),
+                member_dir,
+                {**config, "model": single.to_dict()},
+                progress,
+            )
+            seconds += state.train_seconds
+            members.append(Classifier.from_folder(member_dir / "best").model)
+        ensemble = Ensemble(members)
+        state = replace(state, train_seconds=seconds)
+        metrics = ClassifierTask(ensemble, train, val, split.select_by).evaluate(ensemble)
+        checkpoint.save_model(best, ensemble, FAMILY, config, train_seconds=round(seconds), metrics=metrics)
     result = {}
     if len(test):
         result = Classifier.from_folder(best).evaluate(test)
@@ -465,6 +506,24 @@ def train_classifier(
     card = model_card(checkpoint.read_config(best), result, command)
     checkpoint.atomic_write_bytes(best / "MODEL_CARD.md", card.encode())
     return TrainResult(state, result, best)
+
+
+def _train_member(
+    model_config: ClassifierConfig,
+    train: SequenceSet,
+    val: SequenceSet,
+    split: SplitConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    config: dict,
+    progress: Callable[[dict], None] | None,
+):
+    """Train one network with the generic trainer into ``run_dir`` (best model in ``run_dir/best``)."""
+    torch.manual_seed(train_config.seed)
+    model = SequenceClassifier(model_config)
+    model.set_normalisation(train.sequences)
+    task = ClassifierTask(model, train, val, split.select_by)
+    return Trainer(task, train_config, run_dir, family=FAMILY, model_config=config).fit(progress)
 
 
 def model_card(meta: dict, test: dict, command: str = "") -> str:
@@ -504,6 +563,11 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
         f"- {'bidirectional ' if model['bidirectional'] else ''}{model['cell'].upper()}, {model['layers']} layer(s) of "
         f"{model['hidden']} units, dropout {model['dropout']}, {model['pooling']} pooling, "
         f"training masks: up to {model['mask_time']} of the steps and {model['mask_features']} features",
+        *(
+            [f"- ensemble of {model['ensemble']} such networks trained with consecutive seeds; their log-probabilities are averaged"]
+            if model.get("ensemble", 1) > 1
+            else []
+        ),
         f"- input: {feature_text}",
         "",
         "## Data and split",
@@ -512,7 +576,8 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
     ]
     if config.get("test_groups"):
         lines.append(f"- test {held_out}: {', '.join(config['test_groups'])}")
-    lines += ["", "## Training", f"- saved at step {meta.get('step', '?')}, after {meta.get('train_seconds', '?')} s of training"]
+    saved = f"saved at step {meta['step']}, after" if "step" in meta else "all members:"
+    lines += ["", "## Training", f"- {saved} {meta.get('train_seconds', '?')} s of training"]
     shown = ", ".join(f"{k} {v:.4g}" for k, v in meta.get("metrics", {}).items())
     lines.append(f"- validation at that step: {shown}")
     if command:
@@ -586,7 +651,7 @@ def run_experiments(
                     "accuracy": float(np.mean(list(accuracies.values()))),
                     "accuracies": accuracies,
                     "train_seconds": seconds,
-                    "parameters": sum(p.numel() for p in SequenceClassifier(config).parameters()),
+                    "parameters": sum(p.numel() for p in build_model(config).parameters()),
                 }
             )
     return rows

@@ -288,6 +288,14 @@ def load_folder(
     return out, features
 
 
+def _by_group(groups: list[str]) -> dict[str, list[int]]:
+    """Indices of the samples of each group (writer or speaker), groups in first-seen order."""
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    return members
+
+
 def normalise_speakers(data: SequenceSet) -> SequenceSet:
     """Per-speaker CMVN: each group's features to zero mean and unit variance over all its frames.
 
@@ -296,10 +304,7 @@ def normalise_speakers(data: SequenceSet) -> SequenceSet:
     differs between their words; with one recording per group it is per-recording CMVN.
     """
     out = data.subset(range(len(data)))
-    members: dict[str, list[int]] = {}
-    for i, group in enumerate(out.groups):
-        members.setdefault(group, []).append(i)
-    for indices in members.values():
+    for indices in _by_group(out.groups).values():
         frames = np.concatenate([out.sequences[i] for i in indices])  # (sum T, F)
         mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-5
         for i in indices:
@@ -315,13 +320,14 @@ def with_audio_copies(data: SequenceSet, config: audio.MfccConfig, seed: int) ->
     """
     rng = np.random.default_rng(seed)
     out = data.subset(range(len(data)))
-    for group in sorted(set(data.groups)):
-        indices = [i for i, g in enumerate(data.groups) if g == group]
+    members = _by_group(data.groups)
+    for group in sorted(members):
+        indices = members[group]
+        signals = [audio.load_wav(data.sources[i], config.sample_rate) for i in indices]  # read once for all copies
         for _ in range(config.train_copies):
             warp, tilt = audio.draw_voice(config, rng)
             copy = SequenceSet()
-            for i in indices:
-                signal = audio.load_wav(data.sources[i], config.sample_rate)
+            for i, signal in zip(indices, signals):
                 copy.add(audio.mfcc(signal, config, warp=warp, tilt_db=tilt), data.labels[i], group, data.sources[i])
             if config.speaker_cmvn:
                 copy = normalise_speakers(copy)

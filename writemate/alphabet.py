@@ -55,6 +55,11 @@ def unknown_characters(text: str) -> list[BadCharacter]:
     return [BadCharacter(c, i) for i, c in enumerate(text) if c not in _INDEX and c != "\n"]
 
 
+def plain_line(text: str) -> str:
+    """One line of text as the recognizer writes it: :func:`to_plain`, whitespace runs as one space."""
+    return " ".join(to_plain(text).split())
+
+
 def to_plain(text: str) -> str:
     """Replace characters outside the alphabet by their closest plain form.
 

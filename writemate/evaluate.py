@@ -90,7 +90,7 @@ def _transcribed_lines(data: Path, split: str, limit: int) -> tuple[list[str], l
     if limit:
         keep = keep[:limit]
     ids = [prepared.ids[i] for i in keep]
-    texts = [alphabet.to_plain(prepared.texts[i]) for i in keep]
+    texts = [alphabet.plain_line(prepared.texts[i]) for i in keep]  # as the recognizer was trained to write
     return ids, texts, [ink.offsets_to_strokes(prepared.offsets[i]) for i in keep]
 
 

@@ -93,7 +93,7 @@ def _transcribed(prepared: iam_ondb.Prepared) -> list[tuple[list, str]]:
     """(strokes, transcription) of every line with ink and text, characters outside the alphabet made plain."""
     out = []
     for offsets, text in zip(prepared.offsets, prepared.texts):
-        text = " ".join(alphabet.to_plain(text).split())
+        text = alphabet.plain_line(text)
         if len(offsets) and text:
             out.append((ink.offsets_to_strokes(offsets), text))
     return out
@@ -141,7 +141,7 @@ def write_lm_corpus(data: Path, folder: Path, extra: list[Path] = ()) -> dict:
     train_lines: dict[str, None] = {}  # an ordered set
     valid_lines: dict[str, None] = {}
     for line_id, line in zip(prepared.ids, prepared.texts):
-        line = " ".join(alphabet.to_plain(line).split())
+        line = alphabet.plain_line(line)
         if iam_ondb.is_validation(line_id) or not line:
             continue  # the recognizer's validation text is never seen
         held_out = zlib.crc32(("lm:" + iam_ondb.text_group(line_id)).encode()) % 100 < 5
@@ -156,7 +156,7 @@ def write_lm_corpus(data: Path, folder: Path, extra: list[Path] = ()) -> dict:
         for path in extra:
             for tokens in text_data.Source(text_data.text_files(path)).lines("char"):  # characters, "\n" last
                 line = "".join(tokens).replace("<unk>", " ")  # the Penn Treebank's rare-word token
-                line = " ".join(alphabet.to_plain(line).split())  # only what the recognizer can write
+                line = alphabet.plain_line(line)  # only what the recognizer can write
                 if line:
                     f.write(line + "\n")
                     extra_lines += 1

@@ -141,3 +141,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def fit_steps(task, model: torch.nn.Module, batch, steps: int, lr: float = 1e-2) -> list[float]:
+    """Plain Adam steps on one batch of ``task.loss``; the loss per unit before each step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        result = task.loss(model, batch)
+        loss = result.nats / result.units
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return losses

@@ -342,23 +342,15 @@ TRAIN = [
 ]
 
 
+def ink_cli(ink: Path, run: Path, test: str, val: str, command: str = "train") -> list[str]:
+    """`writemate classify COMMAND` arguments for an ink folder with one named test and one validation writer."""
+    return ["classify", command, "--data", str(ink), "--split", "writer", "--test-groups", test, "--val-groups", val, "--run", str(run)]
+
+
 def test_cli_train_evaluate_predict_on_ink(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=6, per_class=6)
     run = tmp_path / "run"
-    args = [
-        "classify",
-        "train",
-        "--data",
-        str(ink),
-        "--split",
-        "writer",
-        "--test-groups",
-        "lab:w5",
-        "--val-groups",
-        "lab:w4",
-        "--run",
-        str(run),
-    ]
+    args = ink_cli(ink, run, test="lab:w5", val="lab:w4")
     assert cli.main(args + TRAIN) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["test_accuracy"] >= 0.8
@@ -440,8 +432,7 @@ def test_cli_train_on_audio_and_vectors(tmp_path, capsys):
 
 def test_cli_training_resumes_from_its_checkpoint(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=3, per_class=2)
-    args = ["classify", "train", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w2"]
-    args += ["--val-groups", "lab:w1", "--run", str(tmp_path / "run"), "--hidden", "8", "--batch-size", "2"]
+    args = ink_cli(ink, tmp_path / "run", test="lab:w2", val="lab:w1") + ["--hidden", "8", "--batch-size", "2"]
     assert cli.main(args + ["--epochs", "1"]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert cli.main(args + ["--epochs", "2"]) == 0
@@ -452,32 +443,8 @@ def test_cli_training_resumes_from_its_checkpoint(tmp_path, capsys):
 def test_experiment_runner_writes_a_table(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=4, per_class=2)
     out = tmp_path / "table.md"
-    args = [
-        "classify",
-        "experiment",
-        "--data",
-        str(ink),
-        "--split",
-        "writer",
-        "--test-groups",
-        "lab:w3",
-        "--val-groups",
-        "lab:w2",
-    ]
-    args += [
-        "--cells",
-        "rnn,gru",
-        "--layers",
-        "1,2",
-        "--hidden",
-        "8",
-        "--epochs",
-        "1",
-        "--run",
-        str(tmp_path / "runs"),
-        "--out",
-        str(out),
-    ]
+    args = ink_cli(ink, tmp_path / "runs", test="lab:w3", val="lab:w2", command="experiment")
+    args += ["--cells", "rnn,gru", "--layers", "1,2", "--hidden", "8", "--epochs", "1", "--out", str(out)]
     assert cli.main(args) == 0
     table = out.read_text().splitlines()
     assert table[0].startswith("| cell | layers |") and len([r for r in table if r.startswith("| ")]) == 5
@@ -514,21 +481,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
 def test_cli_predict_refuses_the_wrong_kind_of_file(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=3, per_class=2)
     run = tmp_path / "run"
-    args = [
-        "classify",
-        "train",
-        "--data",
-        str(ink),
-        "--split",
-        "writer",
-        "--test-groups",
-        "lab:w2",
-        "--val-groups",
-        "lab:w1",
-        "--run",
-        str(run),
-    ]
-    assert cli.main(args + ["--hidden", "8", "--epochs", "1"]) == 0
+    assert cli.main(ink_cli(ink, run, test="lab:w2", val="lab:w1") + ["--hidden", "8", "--epochs", "1"]) == 0
     write_wav(tmp_path / "0_a_0.wav", 300)
     capsys.readouterr()
     assert cli.main(["classify", "predict", "--model", str(run), str(tmp_path / "0_a_0.wav")]) == 2
@@ -578,8 +531,7 @@ def test_writemate_stroke_json_lines_are_samples(tmp_path):
 def test_an_ensemble_averages_its_members_log_probabilities(tmp_path, capsys):
     ink = write_ink_folder(tmp_path / "ink", writers=6, per_class=4)
     run = tmp_path / "run"
-    args = ["classify", "train", "--data", str(ink), "--split", "writer", "--test-groups", "lab:w5"]
-    args += ["--val-groups", "lab:w4", "--run", str(run), "--ensemble", "2"]
+    args = ink_cli(ink, run, test="lab:w5", val="lab:w4") + ["--ensemble", "2"]
     assert cli.main(args + TRAIN + ["--epochs", "2"]) == 0  # the last --epochs counts
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_accuracy"] is not None
     ensemble = classifier.Classifier.from_folder(run / "best")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fake_line, iam_with_validation, line_xml
+from conftest import fake_line, fit_steps, iam_with_validation, line_xml
 from writemate import api, cli, ink, loading
 from writemate.data import batching, iam_ondb
 from writemate.models import mdn
@@ -80,16 +80,7 @@ def test_a_few_steps_lower_the_loss():
     model = Prediction(TINY)
     lines = random_lines(8)
     task = PredictionTask(model, lines, lines[:2])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    batch = list(range(8))
-    losses = []
-    for _ in range(15):
-        result = task.loss(model, batch)
-        loss = result.nats / result.units
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = fit_steps(task, model, list(range(8)), steps=15)
     assert losses[-1] < losses[0] - 0.2
     assert set(task.evaluate(model)) == {"val_nll", "val_sse"}
 

@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("one_thread")
 import torch
 import torch.nn as nn
-from conftest import fake_line, iam_with_validation, line_xml, make_tiny_writer_folder
+from conftest import fake_line, fit_steps, iam_with_validation, line_xml, make_tiny_writer_folder
 
 from writemate import alphabet, checkpoint, cli, ink, loading
 from writemate.data import inkml
@@ -162,16 +162,7 @@ def test_a_few_training_steps_lower_the_ctc_loss():
     lines = synthetic_lines(16)
     task = rec.RecognizerTask(model, lines, lines[:4])
     assert task.skipped == 0 and task.train_sequences == 16
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    batch = task.batches(0, 0, 16)[0]
-    losses = []
-    for _ in range(25):
-        result = task.loss(model, batch)
-        loss = result.nats / result.units
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = fit_steps(task, model, task.batches(0, 0, 16)[0], steps=25)
     assert losses[-1] < 0.7 * losses[0]
     metrics = task.evaluate(model)
     assert set(metrics) == {"val_cer", "val_wer", "val_loss"} and 0 <= metrics["val_cer"]

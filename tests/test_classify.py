@@ -544,3 +544,32 @@ def test_an_ensemble_averages_its_members_log_probabilities(tmp_path, capsys):
     expected = geometric / geometric.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(classifier.predict_probabilities(ensemble.model, data.sequences), expected, rtol=1e-4, atol=1e-6)
     assert "ensemble of 2" in (run / "best" / "MODEL_CARD.md").read_text()
+
+
+def test_combine_makes_one_ensemble_of_differently_trained_models(tmp_path, capsys):
+    ink = write_ink_folder(tmp_path / "ink", writers=6, per_class=4)
+    pair, single, wide = tmp_path / "pair", tmp_path / "single", tmp_path / "wide"
+    assert cli.main(ink_cli(ink, pair, test="lab:w5", val="lab:w4") + TRAIN + ["--ensemble", "2", "--epochs", "1"]) == 0
+    assert cli.main(ink_cli(ink, single, test="lab:w5", val="lab:w3") + TRAIN + ["--mask-time", "0.1", "--epochs", "1"]) == 0
+    out = tmp_path / "combined"
+    assert cli.main(["classify", "combine", str(pair), str(single / "best"), "--out", str(out)]) == 0
+    combined = classifier.Classifier.from_folder(out)
+    assert len(combined.model.members) == 3
+    assert combined.seen_groups == {f"lab:w{k}" for k in range(5)}  # union of what each source saw
+    data, _ = sequences.load_folder(ink, combined.features)
+    logs = [np.log(classifier.predict_probabilities(classifier.Classifier.from_folder(f).model, data.sequences)) for f in (pair / "best", single / "best")]
+    geometric = np.exp((2 * logs[0] + logs[1]) / 3)  # three networks, two of them from the pair
+    np.testing.assert_allclose(
+        classifier.predict_probabilities(combined.model, data.sequences), geometric / geometric.sum(1, keepdims=True), rtol=1e-4, atol=1e-6
+    )
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "2 from `pair`" in card and "1 from `single`" in card
+    capsys.readouterr()
+
+    before = (out / "model.safetensors").read_bytes()
+    assert cli.main(["classify", "combine", str(pair), str(single), "--out", str(out)]) == 2  # never over a model
+    assert cli.main(ink_cli(ink, wide, test="lab:w5", val="lab:w4") + TRAIN + ["--hidden", "24", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["classify", "combine", str(pair), str(wide), "--out", str(tmp_path / "bad")]) == 2
+    assert "reads its input differently" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and (out / "model.safetensors").read_bytes() == before

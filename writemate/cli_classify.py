@@ -287,6 +287,16 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_combine(args) -> int:
+    from writemate.loading import resolve
+    from writemate.models import classifier
+
+    out = classifier.combine([resolve(m) for m in args.models], args.out)
+    networks = classifier.Classifier.from_folder(out).model.config.ensemble
+    print(f"{out}: an ensemble of {networks} networks; see {out / 'MODEL_CARD.md'}")
+    return 0
+
+
 def cmd_experiment(args) -> int:
     from writemate.models import classifier
 
@@ -344,6 +354,13 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser(
+        "combine", help="one ensemble from trained models of the same shape and features (e.g. differently augmented)"
+    )
+    p.add_argument("models", nargs="+", help="bundled names or model/run folders (at most 9 networks in all)")
+    p.add_argument("--out", type=Path, required=True, help="a new folder for the combined model")
+    p.set_defaults(func=cmd_combine)
 
     p = commands.add_parser(
         "experiment", help="compare cell types and depths: one table of test accuracy and training time"

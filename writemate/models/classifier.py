@@ -508,6 +508,65 @@ def train_classifier(
     return TrainResult(state, result, best)
 
 
+# Settings that only shape training; models that differ in them still read inputs alike.
+_TRAINING_ONLY = {"model": ("mask_time", "mask_features", "ensemble"), "audio": ("train_copies", "max_warp", "max_tilt_db")}
+
+
+def _reading(config: dict) -> dict:
+    """The part of a model folder's config that must agree for models to be combined."""
+    model = {k: v for k, v in config["model"].items() if k not in _TRAINING_ONLY["model"]}
+    features = dict(config["features"])
+    features["audio"] = {k: v for k, v in features["audio"].items() if k not in _TRAINING_ONLY["audio"]}
+    return {"model": model, "features": features}
+
+
+def combine(folders: list[Path], out: Path) -> Path:
+    """One ensemble from the trained classifiers in ``folders`` (each one network or an ensemble).
+
+    The networks must have the same shape, classes and input features; they may have
+    been trained differently (augmentation, masking, seeds). ``out`` gets the model
+    and a MODEL_CARD.md listing where each member came from; it is written only when
+    every source has been read, and never over an existing model.
+    """
+    if len(folders) < 2:
+        raise ClassifierError("name at least two models to combine")
+    out = Path(out)
+    if (out / checkpoint.CONFIG).exists():
+        raise ClassifierError(f"{out}: already holds a model; choose a new folder")
+    metas = [checkpoint.read_config(f) for f in folders]
+    for folder, meta in zip(folders, metas):
+        if meta.get("family") != FAMILY:
+            raise ClassifierError(f"{folder}: not a classifier (family {meta.get('family')!r})")
+        if _reading(meta["config"]) != _reading(metas[0]["config"]):
+            raise ClassifierError(
+                f"{folder}: reads its input differently from {folders[0]} (network shape, classes or features); "
+                "only models of the same shape on the same features can be combined"
+            )
+    members = []
+    for folder in folders:
+        model = Classifier.from_folder(folder).model
+        members += list(model.members) if isinstance(model, Ensemble) else [model]
+    if len(members) > 9:
+        raise ClassifierError(f"{len(members)} networks in all; an ensemble holds at most 9")
+    first = metas[0]["config"]
+    config = {
+        **first,
+        "model": {**first["model"], "ensemble": len(members)},
+        "data_samples": {},  # each source trained on its own copies; see combined_from
+        "seen_groups": sorted(set().union(*(m["config"].get("seen_groups", []) for m in metas))),
+        "test_groups": sorted(set.intersection(*(set(m["config"].get("test_groups", [])) for m in metas))),
+        "combined_from": [
+            {"folder": str(f), "networks": m["config"]["model"].get("ensemble", 1), "config": m["config"]}
+            for f, m in zip(folders, metas)
+        ],
+    }
+    seconds = sum(m.get("train_seconds", 0) for m in metas)
+    checkpoint.save_model(out, Ensemble(members), FAMILY, config, train_seconds=seconds)
+    card = model_card(checkpoint.read_config(out), {})
+    checkpoint.atomic_write_bytes(out / "MODEL_CARD.md", card.encode())
+    return out
+
+
 def _train_member(
     model_config: ClassifierConfig,
     train: SequenceSet,
@@ -545,7 +604,7 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
             f"{'' if a.get('c0') else ', static c0 (log energy) left out'}"
             f"{', normalised per speaker (CMVN over all recordings of the speaker read together)' if a.get('speaker_cmvn') else ''}"
         )
-        if a.get("train_copies"):
+        if a.get("train_copies") and "combined_from" not in config:  # combined: each source says its own
             feature_text += (
                 f"; training adds {a['train_copies']} copies of each training speaker, each as another voice and "
                 f"microphone: the frequency axis warped by up to {a['max_warp']:.0%} and the spectrum tilted by up to "
@@ -565,21 +624,24 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
         f"training masks: up to {model['mask_time']} of the steps and {model['mask_features']} features",
         *(
             [f"- ensemble of {model['ensemble']} such networks trained with consecutive seeds; their log-probabilities are averaged"]
-            if model.get("ensemble", 1) > 1
+            if model.get("ensemble", 1) > 1 and "combined_from" not in config
             else []
         ),
+        *_combined_lines(config),
         f"- input: {feature_text}",
         "",
         "## Data and split",
         f"- split by {split['by']} (seed {split['seed']}): test {held_out} never seen in training or validation",
-        "- samples: " + ", ".join(f"{n:,} {part}" for part, n in config["data_samples"].items()),
     ]
+    if config.get("data_samples"):
+        lines.append("- samples: " + ", ".join(f"{n:,} {part}" for part, n in config["data_samples"].items()))
     if config.get("test_groups"):
         lines.append(f"- test {held_out}: {', '.join(config['test_groups'])}")
     saved = f"saved at step {meta['step']}, after" if "step" in meta else "all members:"
     lines += ["", "## Training", f"- {saved} {meta.get('train_seconds', '?')} s of training"]
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in meta.get("metrics", {}).items())
-    lines.append(f"- validation at that step: {shown}")
+    if meta.get("metrics"):
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items())
+        lines.append(f"- validation at that step: {shown}")
     if command:
         lines.append(f"- command: `{command}`")
     lines += ["", "## Test results"]
@@ -591,9 +653,30 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
             report_text(test),
             "```",
         ]
+    elif "combined_from" in config:
+        lines.append(
+            "Not tested when combined: `writemate classify evaluate --model FOLDER --data DATA` tests it on "
+            "the writers or speakers it has not seen."
+        )
     else:
         lines.append("No test set was held out for this model.")
     return "\n".join(lines) + "\n"
+
+
+def _combined_lines(config: dict) -> list[str]:
+    """Model-card lines naming the sources of a combined ensemble (see :func:`combine`)."""
+    if "combined_from" not in config:
+        return []
+    lines = [f"- ensemble of {config['model']['ensemble']} networks combined from trained models; their log-probabilities are averaged:"]
+    for source in config["combined_from"]:
+        model, a = source["config"]["model"], source["config"]["features"]["audio"]
+        trained = f"masks {model['mask_time']} of the steps and {model['mask_features']} features"
+        if source["config"]["features"]["kind"] == "audio" and a.get("train_copies"):
+            trained += f", {a['train_copies']} speaker copies (warp ±{a['max_warp']:.0%}, tilt ±{a['max_tilt_db']} dB)"
+        folder = Path(source["folder"])
+        name = folder.parent.name if folder.name == "best" else folder.name
+        lines.append(f"  - {source['networks']} from `{name}`: {trained}")
+    return lines
 
 
 def classes_of(data: SequenceSet) -> list[str]:

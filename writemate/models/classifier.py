@@ -176,7 +176,7 @@ def collate(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
-def predict_probabilities(model: SequenceClassifier, data: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+def predict_probabilities(model: SequenceClassifier, data: list[np.ndarray], batch_size: int = 1024) -> np.ndarray:
     """Class probabilities (N, C), in the order of ``data``."""
     model.eval()
     out = np.zeros((len(data), len(model.config.classes)), dtype=np.float32)
@@ -363,7 +363,7 @@ class Classifier:
         checkpoint.load_weights(model, folder)
         return cls(model, FeatureConfig.from_dict(config["features"]), config)
 
-    def predict(self, data: list[np.ndarray], batch_size: int = 256) -> list[tuple[str, float]]:
+    def predict(self, data: list[np.ndarray], batch_size: int = 1024) -> list[tuple[str, float]]:
         """``(label, probability)`` for each feature sequence ``(T, F)``."""
         for s in data:
             if np.ndim(s) != 2 or np.shape(s)[1] != self.model.config.input_size or len(s) == 0:

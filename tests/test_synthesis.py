@@ -13,6 +13,8 @@ from writemate.models.synthesis import (
     Synthesis,
     SynthesisConfig,
     SynthesisTask,
+    WindowLayer,
+    WindowState,
     evaluate_lines,
     lines_to_tensors,
     sample,
@@ -75,6 +77,48 @@ def test_full_sequence_equals_step_by_step():
             phis.append(phi)
     torch.testing.assert_close(torch.cat(ys, 1), y_full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.cat(phis, 1), phi_full, rtol=1e-4, atol=1e-5)
+
+
+def test_window_layer_backward_equals_autograd():
+    """The hand-written backward of layer 1 and the window (training) equals autograd through the step loop."""
+    torch.manual_seed(0)
+    model = Synthesis(TINY).double()
+    offsets, texts = random_lines(3)
+    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    x, text_mask = x.double(), text_mask.double()
+    onehot = torch.nn.functional.one_hot(text, TINY.alphabet_size).double()
+    b, k = x.shape[0], TINY.window_mixtures
+    start = [torch.randn(b, TINY.hidden), torch.randn(b, TINY.hidden), torch.rand(b, k), torch.rand(b, TINY.alphabet_size)]
+    start = [s.double().requires_grad_() for s in start]
+    params = [model.l1_input.weight, model.l1_recurrent.weight, model.window.weight, model.window.bias]
+
+    def grads(fast: bool):
+        gates_x = model.l1_input(x)
+        if fast:
+            outs = WindowLayer.apply(gates_x, *start, model.l1_recurrent.weight, model.window.weight, model.window.bias,
+                                     onehot * text_mask.unsqueeze(-1), TINY.kappa_scale)  # fmt: skip
+        else:
+            state = WindowState(*start, upper=[])
+            outs = model._layer1_loop(gates_x, state, onehot, text_mask, 0)[:6]
+        weights = torch.Generator().manual_seed(1)  # the same random upstream gradient for both
+        loss = sum((o * torch.randn(o.shape, generator=weights, dtype=o.dtype)).sum() for o in outs)
+        return outs, torch.autograd.grad(loss, params + start)
+
+    (fast_out, fast_grads), (ref_out, ref_grads) = grads(True), grads(False)
+    for fast, ref in zip(fast_out + fast_grads, ref_out + ref_grads):
+        torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_training_forward_uses_the_fast_path_and_matches_sampling_path():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    offsets, texts = random_lines(3)
+    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    y_fast, _ = model(x, text, text_mask)  # grad enabled: WindowLayer
+    assert y_fast.grad_fn is not None
+    with torch.no_grad():
+        y_ref, _ = model(x, text, text_mask)
+    torch.testing.assert_close(y_fast.detach(), y_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_padding_does_not_change_a_line():

@@ -573,3 +573,38 @@ def test_combine_makes_one_ensemble_of_differently_trained_models(tmp_path, caps
     assert cli.main(["classify", "combine", str(pair), str(wide), "--out", str(tmp_path / "bad")]) == 2
     assert "reads its input differently" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() and (out / "model.safetensors").read_bytes() == before
+
+
+def test_distillation_learns_from_the_teacher_and_refuses_a_leaking_one(tmp_path, capsys):
+    ink = write_ink_folder(tmp_path / "ink", writers=6, per_class=4)
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert cli.main(ink_cli(ink, teacher, test="lab:w5", val="lab:w4") + TRAIN + ["--ensemble", "2", "--epochs", "2"]) == 0
+    args = ink_cli(ink, student, test="lab:w5", val="lab:w4") + TRAIN + ["--epochs", "2", "--distill", str(teacher)]
+    assert cli.main(args + ["--distill-temperature", "3"]) == 0
+    config = json.loads((student / "best" / "config.json").read_text())["config"]
+    assert config["distilled_from"]["temperature"] == 3.0 and config["model"]["ensemble"] == 1
+    assert "distilled from" in (student / "best" / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+
+    # The loss: half cross-entropy with the labels, half (t^2-scaled) with the teacher's softened probabilities.
+    data, features = sequences.load_folder(ink)
+    model = classifier.SequenceClassifier(classifier.ClassifierConfig(features.size, ["0", "1", "7"], hidden=8, layers=1))
+    soft = np.random.default_rng(0).dirichlet(np.ones(3), size=len(data)).astype(np.float32)
+    task = classifier.ClassifierTask(model, data, data, soft=soft, temperature=2.0)
+    idx = [0, 5, 9]
+    with torch.no_grad():
+        got = task.loss(model, idx).nats
+        x, lengths = classifier.collate([data.sequences[i] for i in idx])
+        logits = model(x, lengths)
+        labels = torch.as_tensor([["0", "1", "7"].index(data.labels[i]) for i in idx])
+        hard = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        softened = -(torch.as_tensor(soft[idx]) * torch.log_softmax(logits / 2, dim=-1)).sum()
+    torch.testing.assert_close(got, 0.5 * hard + 0.5 * 4 * softened)
+
+    # A teacher that saw the test writer would leak the test into the student.
+    leaky = tmp_path / "leaky"
+    assert cli.main(ink_cli(ink, leaky, test="lab:w4", val="lab:w3") + TRAIN + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    args = ink_cli(ink, tmp_path / "bad", test="lab:w5", val="lab:w4") + TRAIN + ["--distill", str(leaky)]
+    assert cli.main(args) == 2
+    assert "trained on test people (lab:w5)" in capsys.readouterr().err

@@ -204,7 +204,7 @@ def _command_line(args, name: str, kind: str) -> str:
     unused = {"func", "trains", "command", "classify_command"}
     unused |= (AUDIO_OPTIONS if kind != "audio" else set()) | (INK_OPTIONS if kind != "ink" else set())
     for key, value in vars(args).items():
-        if key in unused or value is None or value is False:
+        if key in unused or value is None or value is False or (key == "distill_temperature" and not args.distill):
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -218,13 +218,15 @@ def _command_line(args, name: str, kind: str) -> str:
 
 
 def cmd_train(args) -> int:
+    from writemate.loading import resolve
     from writemate.models import classifier
 
     data, test_data, features, model, split, train_config = _prepare(args)
     command = _command_line(args, "train", features.kind)
     result = classifier.train_classifier(
-        data, features, model, split, train_config, args.run, _progress_bar(), test_data, command
-    )
+        data, features, model, split, train_config, args.run, _progress_bar(), test_data, command,
+        teacher=resolve(args.distill) if args.distill else None, temperature=args.distill_temperature,
+    )  # fmt: skip
     if result.test:
         print(classifier.report_text(result.test), file=sys.stderr)
     summary = {
@@ -326,6 +328,10 @@ def add_commands(sub) -> None:
     p = commands.add_parser("train", help="train a classifier on a labelled data folder, then test it")
     _add_data_options(p)
     _add_model_options(p)
+    p.add_argument(
+        "--distill", metavar="MODEL", help="learn from this trained model's outputs too (e.g. make one fast network from an ensemble)"
+    )
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="softening of the teacher's outputs")
     _add_train_options(p)
     p.set_defaults(func=cmd_train, trains=True)
 

@@ -189,6 +189,42 @@ def predict_probabilities(model: SequenceClassifier, data: list[np.ndarray], bat
 # -- training ------------------------------------------------------------------------
 
 
+@dataclass
+class Teacher:
+    """A trained classifier (often an ensemble) whose outputs a new network learns to copy."""
+
+    model: nn.Module
+    folder: str
+    temperature: float = 2.0
+
+    def soft_targets(self, data: list[np.ndarray]) -> np.ndarray:
+        """The teacher's probabilities (N, C) softened: softmax(log p / temperature)."""
+        log_p = np.log(np.clip(predict_probabilities(self.model, data), 1e-12, None)) / self.temperature
+        soft = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        return (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_teacher(folder: Path, features: FeatureConfig, classes: list[str], test_groups: list[str], temperature: float) -> Teacher:
+    """The model in ``folder`` as a teacher for a network reading ``features``; it must know the same
+    classes, read its input alike, and never have seen the test people (or the test would leak)."""
+    if temperature <= 0:
+        raise ClassifierError("the distillation temperature must be positive")
+    meta = checkpoint.read_config(folder)
+    if meta.get("family") != FAMILY:
+        raise ClassifierError(f"{folder}: not a classifier (family {meta.get('family')!r})")
+    teacher = Classifier.from_folder(folder)
+    if teacher.classes != classes:
+        raise ClassifierError(f"{folder}: the teacher knows classes {teacher.classes}, the data has {classes}")
+    if _reading({"model": {}, "features": teacher.features.to_dict()}) != _reading({"model": {}, "features": features.to_dict()}):
+        raise ClassifierError(f"{folder}: the teacher reads its input with other feature settings")
+    leaked = sorted(teacher.seen_groups & set(test_groups))
+    if leaked:
+        raise ClassifierError(f"{folder}: the teacher was trained on test people ({', '.join(leaked)}); choose one trained without them")
+    return Teacher(teacher.model, str(folder), temperature)
+
+
+
+
 class ClassifierTask:
     """Cross-entropy of each sequence's label.
 
@@ -197,7 +233,16 @@ class ClassifierTask:
     label; smoother, for validation sets the model soon classifies without error).
     """
 
-    def __init__(self, model: SequenceClassifier, train: SequenceSet, val: SequenceSet, select_by: str = "error"):
+    def __init__(
+        self,
+        model: SequenceClassifier,
+        train: SequenceSet,
+        val: SequenceSet,
+        select_by: str = "error",
+        soft: np.ndarray | None = None,
+        temperature: float = 1.0,
+    ):
+        """``soft``, for distillation: a teacher's softened probabilities (N, C) of the training samples."""
         if select_by not in SELECT_BY:
             raise ClassifierError(f"unknown selection metric {select_by!r}; choose from {', '.join(SELECT_BY)}")
         self.model = model
@@ -209,15 +254,21 @@ class ClassifierTask:
         self.val_y = np.array([index[label] for label in val.labels])
         self.train_sequences = len(self.train_x)
         self._lengths = [len(s) for s in self.train_x]
+        self.soft = torch.as_tensor(soft) if soft is not None else None
+        self.temperature = temperature
 
     def batches(self, epoch: int, seed: int, batch_size: int) -> list[list[int]]:
         return batching.bucketed_batches(self._lengths, batch_size, seed, epoch)
 
     def loss(self, forward, idx: list[int]) -> LossResult:
         x, lengths = collate([self.train_x[i] for i in idx])
-        logits = forward(x, lengths)
+        logits = forward(x, lengths).float()  # (B, C)
         target = torch.as_tensor([self.train_y[i] for i in idx])
-        nats = F.cross_entropy(logits.float(), target, reduction="sum")
+        nats = F.cross_entropy(logits, target, reduction="sum")
+        if self.soft is not None:  # Hinton et al. 2015: half the labels, half the teacher's softened view
+            t = self.temperature
+            soft = -(self.soft[idx] * F.log_softmax(logits / t, dim=-1)).sum()
+            nats = 0.5 * nats + 0.5 * t * t * soft  # t^2 keeps the soft part's gradients at the hard part's scale
         return LossResult(nats=nats, units=len(idx), sequences=len(idx))
 
     def evaluate(self, model: SequenceClassifier) -> dict[str, float]:
@@ -453,8 +504,13 @@ def train_classifier(
     progress: Callable[[dict], None] | None = None,
     test_data: SequenceSet | None = None,
     command: str = "",
+    teacher: Path | None = None,
+    temperature: float = 2.0,
 ) -> TrainResult:
     """Split, train with the generic trainer, then test the best model and write its report.
+
+    With ``teacher`` (a trained model folder, often an ensemble), the network learns from the
+    teacher's softened outputs at ``temperature`` as well as from the labels (distillation).
 
     ``test_data``, if given, is the test set (the split then only takes validation data).
     The run folder gets ``best/`` (the model, with a ``MODEL_CARD.md``), ``test_metrics.json``,
@@ -475,9 +531,15 @@ def train_classifier(
         "test_groups": parts.test_groups,
         "data_samples": {"train": len(train), "val": len(val), "test": len(test)},
     }
+    soft = None
+    if teacher is not None:
+        people = sorted(set(test.groups)) if split.by != "sample" else []
+        soft = load_teacher(Path(teacher), features, model_config.classes, people, temperature).soft_targets(train.sequences)
+        config["distilled_from"] = {"folder": str(teacher), "temperature": temperature}
     best = Path(run_dir) / "best"
+    learn = dict(soft=soft, temperature=temperature, progress=progress)
     if model_config.ensemble == 1:
-        state = _train_member(model_config, train, val, split, train_config, Path(run_dir), config, progress)
+        state = _train_member(model_config, train, val, split, train_config, Path(run_dir), config, **learn)
     else:  # each member a run of its own (resumable), then one model folder holding them all
         single = replace(model_config, ensemble=1)
         members, seconds = [], 0.0
@@ -491,7 +553,7 @@ def train_classifier(
                 replace(train_config, seed=train_config.seed + k),
                 member_dir,
                 {**config, "model": single.to_dict()},
-                progress,
+                **learn,
             )
             seconds += state.train_seconds
             members.append(Classifier.from_folder(member_dir / "best").model)
@@ -575,13 +637,15 @@ def _train_member(
     train_config: TrainConfig,
     run_dir: Path,
     config: dict,
+    soft: np.ndarray | None,
+    temperature: float,
     progress: Callable[[dict], None] | None,
 ):
     """Train one network with the generic trainer into ``run_dir`` (best model in ``run_dir/best``)."""
     torch.manual_seed(train_config.seed)
     model = SequenceClassifier(model_config)
     model.set_normalisation(train.sequences)
-    task = ClassifierTask(model, train, val, split.select_by)
+    task = ClassifierTask(model, train, val, split.select_by, soft, temperature)
     return Trainer(task, train_config, run_dir, family=FAMILY, model_config=config).fit(progress)
 
 
@@ -628,6 +692,12 @@ def model_card(meta: dict, test: dict, command: str = "") -> str:
             else []
         ),
         *_combined_lines(config),
+        *(
+            [f"- distilled from `{config['distilled_from']['folder']}` at temperature {config['distilled_from']['temperature']}: "
+             "trained on half the labels' cross-entropy and half the teacher's softened outputs"]
+            if "distilled_from" in config
+            else []
+        ),  # fmt: skip
         f"- input: {feature_text}",
         "",
         "## Data and split",

@@ -189,30 +189,15 @@ def predict_probabilities(model: SequenceClassifier, data: list[np.ndarray], bat
 # -- training ------------------------------------------------------------------------
 
 
-@dataclass
-class Teacher:
-    """A trained classifier (often an ensemble) whose outputs a new network learns to copy."""
-
-    model: nn.Module
-    folder: str
-    temperature: float = 2.0
-
-    def soft_targets(self, data: list[np.ndarray]) -> np.ndarray:
-        """The teacher's probabilities (N, C) softened: softmax(log p / temperature)."""
-        log_p = np.log(np.clip(predict_probabilities(self.model, data), 1e-12, None)) / self.temperature
-        soft = np.exp(log_p - log_p.max(axis=1, keepdims=True))
-        return (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def load_teacher(folder: Path, features: FeatureConfig, classes: list[str], test_groups: list[str], temperature: float) -> Teacher:
-    """The model in ``folder`` as a teacher for a network reading ``features``; it must know the same
-    classes, read its input alike, and never have seen the test people (or the test would leak)."""
+def teacher_targets(
+    folder: Path, features: FeatureConfig, classes: list[str], test_groups: list[str], temperature: float, data: list[np.ndarray]
+) -> np.ndarray:
+    """The probabilities (N, C) of the trained model in ``folder`` on ``data``, softened:
+    softmax(log p / temperature). The teacher must know the same classes, read its input
+    alike, and never have seen the test people (or the test would leak into the student)."""
     if temperature <= 0:
         raise ClassifierError("the distillation temperature must be positive")
-    meta = checkpoint.read_config(folder)
-    if meta.get("family") != FAMILY:
-        raise ClassifierError(f"{folder}: not a classifier (family {meta.get('family')!r})")
-    teacher = Classifier.from_folder(folder)
+    teacher = Classifier.from_folder(folder)  # refuses other model families
     if teacher.classes != classes:
         raise ClassifierError(f"{folder}: the teacher knows classes {teacher.classes}, the data has {classes}")
     if _reading({"model": {}, "features": teacher.features.to_dict()}) != _reading({"model": {}, "features": features.to_dict()}):
@@ -220,9 +205,9 @@ def load_teacher(folder: Path, features: FeatureConfig, classes: list[str], test
     leaked = sorted(teacher.seen_groups & set(test_groups))
     if leaked:
         raise ClassifierError(f"{folder}: the teacher was trained on test people ({', '.join(leaked)}); choose one trained without them")
-    return Teacher(teacher.model, str(folder), temperature)
-
-
+    log_p = np.log(np.clip(predict_probabilities(teacher.model, data), 1e-12, None)) / temperature
+    soft = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class ClassifierTask:
@@ -534,7 +519,7 @@ def train_classifier(
     soft = None
     if teacher is not None:
         people = sorted(set(test.groups)) if split.by != "sample" else []
-        soft = load_teacher(Path(teacher), features, model_config.classes, people, temperature).soft_targets(train.sequences)
+        soft = teacher_targets(Path(teacher), features, model_config.classes, people, temperature, train.sequences)
         config["distilled_from"] = {"folder": str(teacher), "temperature": temperature}
     best = Path(run_dir) / "best"
     learn = dict(soft=soft, temperature=temperature, progress=progress)

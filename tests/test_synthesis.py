@@ -13,9 +13,11 @@ from writemate.models.synthesis import (
     Synthesis,
     SynthesisConfig,
     SynthesisTask,
+    WINDOW_CUTOFF,
     WindowLayer,
     WindowState,
     evaluate_lines,
+    gaussian,
     lines_to_tensors,
     sample,
 )
@@ -79,10 +81,14 @@ def test_full_sequence_equals_step_by_step():
     torch.testing.assert_close(torch.cat(phis, 1), phi_full, rtol=1e-4, atol=1e-5)
 
 
-def test_window_layer_backward_equals_autograd():
+@pytest.mark.parametrize("log_beta", [0.0, 4.0])  # 4: a sharp window, most characters past the cutoff
+def test_window_layer_backward_equals_autograd(log_beta):
     """The hand-written backward of layer 1 and the window (training) equals autograd through the step loop."""
     torch.manual_seed(0)
     model = Synthesis(TINY).double()
+    k = TINY.window_mixtures
+    with torch.no_grad():
+        model.window.bias[k : 2 * k] = log_beta
     offsets, texts = random_lines(3)
     x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
     x, text_mask = x.double(), text_mask.double()
@@ -107,6 +113,16 @@ def test_window_layer_backward_equals_autograd():
     (fast_out, fast_grads), (ref_out, ref_grads) = grads(True), grads(False)
     for fast, ref in zip(fast_out + fast_grads, ref_out + ref_grads):
         torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_window_gaussian_cuts_off_far_characters():
+    q = torch.tensor([0.0, -1.0, -WINDOW_CUTOFF + 1, -WINDOW_CUTOFF - 1, -1e4], dtype=torch.float64, requires_grad=True)
+    e = gaussian(q)
+    torch.testing.assert_close(e[:3], q[:3].exp())
+    assert e[3:].tolist() == [0.0, 0.0]
+    e.sum().backward()
+    torch.testing.assert_close(q.grad[:3], q[:3].exp())
+    assert q.grad[3:].tolist() == [0.0, 0.0]
 
 
 def test_training_forward_uses_the_fast_path_and_matches_sampling_path():

@@ -1,13 +1,14 @@
 """Synthesis training speed on real lines: one forward and backward of a batch.
 
-    python benchmarks/synthesis_train_step.py --data DIR [--model FOLDER] [--threads 2] [--steps 3]
+    python benchmarks/synthesis_train_step.py --data DIR [--model FOLDER] [--threads 2] [--steps 3] [--default-malloc]
 
 Takes the first 32 IAM-OnDB training lines of 600-640 points (a typical batch
 of the bucketed trainer) and times forward, loss and backward through the
 paper-size network. Use a trained model (``--model``, a model folder or a run's
 ``best/``): a trained window is sharp, and how the network handles far-away
 characters then matters (see ``writemate.models.synthesis.gaussian``); random
-weights hide that. Prints JSON.
+weights hide that. Like the trainer, it keeps freed memory in the process
+(``writemate.train.keep_freed_memory``) unless ``--default-malloc``. Prints JSON.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ def main() -> None:
     from writemate.models import mdn
     from writemate.models.synthesis import Synthesis, SynthesisConfig, lines_to_tensors
     from writemate.pipelines import encode_lenient, iam_training_split
+    from writemate.train import keep_freed_memory
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="IAM-OnDB folder")
     parser.add_argument("--model", help="a synthesis model folder (default: random weights)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc settings alone")
     args = parser.parse_args()
+    kept = not args.default_malloc and keep_freed_memory()
     torch.set_num_threads(args.threads)
 
     train, _, stats = iam_training_split(args.data)
@@ -60,6 +64,7 @@ def main() -> None:
         "seconds_per_batch": round(seconds, 2),
         "points_per_second": round(float(mask.sum()) / seconds),
         "model": args.model or "random weights",
+        "keep_freed_memory": kept,
         "machine": machine(args.threads),
         "peak_memory_mb": peak_memory_mb(),
     }

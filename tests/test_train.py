@@ -1,5 +1,6 @@
 import csv
 import os
+import platform
 import signal
 
 import pytest
@@ -9,7 +10,7 @@ from test_synthesis import TINY, random_lines
 from writemate import checkpoint
 from writemate.models.synthesis import Synthesis, SynthesisTask
 from writemate.errors import Interrupted
-from writemate.train import TrainConfig, Trainer, stop_on_signals
+from writemate.train import TrainConfig, Trainer, keep_freed_memory, stop_on_signals
 
 
 class Killed(Exception):
@@ -124,3 +125,10 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
     assert resumed.state.step == whole.state.step == 6
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc options are glibc's")
+def test_glibc_accepts_the_memory_settings():
+    assert keep_freed_memory()
+    big = torch.empty(64 * 2**20 // 4)  # 64 MB: from the kept heap now, and freed back into it
+    del big

@@ -40,7 +40,7 @@ def test_resume_after_a_kill_is_exact(tmp_path, noise):
     resumed = make_trainer(tmp_path / "broken", noise)  # a fresh process would start like this
     events = []
     resumed.fit(events.append)
-    assert events[0] == {"event": "start", "resumed": True, "step": 3, "epoch": 1}
+    assert events[0] == {"event": "start", "resumed": True, "step": 3, "epoch": 1, "lr": 1e-2}
     assert resumed.state.step == whole.state.step == 6
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
@@ -94,6 +94,10 @@ def test_lr_decay_applies_per_epoch_and_survives_resume(tmp_path):
     again.config.lr_decay = 0.5
     again.load_checkpoint()
     assert again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.25)
+    lower = make_trainer(tmp_path / "run", epochs=3)  # resumed with a new learning rate: it applies
+    lower.config.lr, lower.config.lr_decay = 1e-3, 0.5
+    lower.load_checkpoint()
+    assert lower.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25)
 
 
 def test_time_limit_validates_before_stopping(tmp_path):

@@ -38,7 +38,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--run", type=Path, required=True, help="run folder for checkpoints, metrics and the best model (resumed if it holds a checkpoint)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (a resumed run takes the value given now)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--clip-norm", type=float, default=3.0, help="global gradient norm limit (0: off)")
@@ -78,7 +78,7 @@ def _progress_bar():
         nonlocal bar
         kind = event["event"]
         if kind == "start" and event["resumed"]:
-            tqdm.write(f"resuming at step {event['step']} (epoch {event['epoch'] + 1})", file=sys.stderr)
+            tqdm.write(f"resuming at step {event['step']} (epoch {event['epoch'] + 1}, learning rate {event['lr']:.3g})", file=sys.stderr)
         elif kind == "epoch":
             if bar:
                 bar.close()

@@ -251,7 +251,13 @@ class Trainer:
         if hasattr(self.task, "load_state_tensors"):
             self.task.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("task.")})
         self.state = TrainState(**meta["state"])
+        self._set_lr()  # from this run's config, so a resume may change --lr or --lr-decay
         return True
+
+    def _set_lr(self) -> None:
+        lr = self.config.lr * self.config.lr_decay**self.state.epoch
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     # -- one step ----------------------------------------------------------------
 
@@ -334,7 +340,8 @@ class Trainer:
         emit = progress or (lambda event: None)
         last_save = time.monotonic()
         running, running_n = 0.0, 0
-        emit({"event": "start", "resumed": resumed, "step": self.state.step, "epoch": self.state.epoch})
+        lr = self.optimizer.param_groups[0]["lr"]
+        emit({"event": "start", "resumed": resumed, "step": self.state.step, "epoch": self.state.epoch, "lr": lr})
         while self.state.epoch < cfg.epochs:
             batches = self.task.batches(self.state.epoch, cfg.seed, cfg.batch_size)
             emit({"event": "epoch", "epoch": self.state.epoch, "batches": len(batches), "done": self.state.batch_in_epoch})
@@ -372,8 +379,7 @@ class Trainer:
                     return self.state
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
-            for group in self.optimizer.param_groups:  # saved with the optimiser, so resume keeps it
-                group["lr"] *= cfg.lr_decay
+            self._set_lr()
             emit({"event": "val", **self.validate()})
             self.save_checkpoint()
             last_save = time.monotonic()

@@ -141,7 +141,7 @@ def keep_freed_memory() -> bool:
     returns freed heap to the system, so each step pays again for faulting its pages
     in: 1.7 million page faults and 5 s of system time over a few synthesis steps.
     Keeping them cut a synthesis batch (32 x 637 points, 2 threads) from ~5.6 s to
-    ~4.3-5.0 s (benchmarks/synthesis_train_step.py). Returns False where the C library
+    ~4.3-5.0 s (benchmarks/synthesis_speed.py --data DIR). Returns False where the C library
     is not glibc, and changes nothing there.
     """
     try:

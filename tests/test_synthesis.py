@@ -12,6 +12,7 @@ from writemate.models.synthesis import (
     Prime,
     Synthesis,
     SynthesisConfig,
+    Stepper,
     SynthesisTask,
     WINDOW_CUTOFF,
     WindowLayer,
@@ -56,6 +57,27 @@ def test_mdn_nll_matches_scipy():
     assert mdn.nll(y, target).item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("bias", [0.0, 1.0])
+def test_mdn_sample_follows_the_mixture(bias):
+    """Moments of many draws match the (biased) mixture that split() describes."""
+    torch.manual_seed(0)
+    y = torch.randn(1, mdn.output_size(3)).expand(200_000, -1)
+    draws = mdn.sample(y, bias, np.random.default_rng(0)).double()
+    mix = mdn.split(y[:1].double(), bias)
+    pi, mu, sigma, rho = mix.log_pi.exp()[0], mix.mu[0], mix.log_sigma.exp()[0], mix.rho[0]
+    mean = (pi[:, None] * mu).sum(0)
+    cov = torch.zeros(2, 2, dtype=torch.float64)
+    for j in range(3):
+        s_xy = rho[j] * sigma[j, 0] * sigma[j, 1]
+        comp = torch.tensor([[sigma[j, 0] ** 2, s_xy], [s_xy, sigma[j, 1] ** 2]]) + torch.outer(mu[j], mu[j])
+        cov += pi[j] * comp
+    cov -= torch.outer(mean, mean)
+    xy = draws[:, :2]
+    torch.testing.assert_close(xy.mean(0), mean, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(xy.T), cov, atol=0.03, rtol=0.02)
+    assert draws[:, 2].mean().item() == pytest.approx(torch.sigmoid(mix.eos_logit[0]).item(), abs=0.005)
+
+
 def test_bias_sharpens_the_mixture():
     torch.manual_seed(0)
     y = torch.randn(4, mdn.output_size(5))
@@ -79,6 +101,21 @@ def test_full_sequence_equals_step_by_step():
             phis.append(phi)
     torch.testing.assert_close(torch.cat(ys, 1), y_full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.cat(phis, 1), phi_full, rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_stepper_equals_forward():
+    """Sampling's Stepper (stacked weights, one point at a time) equals the network's forward."""
+    torch.manual_seed(0)
+    model = Synthesis(TINY).eval()
+    offsets, texts = random_lines(3)
+    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    with torch.no_grad():
+        y_ref, state, phi_ref = model(x[:, :5], text, text_mask, return_phi=True, phi_extra=1)  # a primed start
+        y_more, _, phi_more = model(x[:, 5:], text, text_mask, state, return_phi=True, phi_extra=1)
+        stepper = Stepper(model, text, text_mask, state)
+        steps = [stepper.step(x[:, t]) for t in range(5, x.shape[1])]
+    torch.testing.assert_close(torch.stack([y for y, _ in steps], 1), y_more, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.stack([p for _, p in steps], 1), phi_more, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("log_beta", [0.0, 4.0])  # 4: a sharp window, most characters past the cutoff

@@ -14,6 +14,21 @@ import torch.nn as nn
 State = tuple[torch.Tensor, torch.Tensor]  # h and c, each (1, B, H)
 
 
+def cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM cell (eqs. 7-11) from pre-activation gates (B, 4H) in PyTorch's order
+    i, f, g, o and the previous cell (B, H); returns the new h and c."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def stacked_weights(lstm: nn.LSTM) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-layer ``nn.LSTM``'s weights as one (I + H, 4H) matrix and one bias (4H,):
+    the gates of input x and state h are then ``addmm(bias, cat([x, h]), weight)``."""
+    weight = torch.cat([lstm.weight_ih_l0, lstm.weight_hh_l0], dim=1).T.contiguous()
+    return weight, lstm.bias_ih_l0 + lstm.bias_hh_l0
+
+
 def lstm_step(lstm: nn.LSTM, x: torch.Tensor, hc: State) -> tuple[torch.Tensor, State]:
     """One step of a one-layer ``nn.LSTM`` with its own weights; x (B, 1, I), h and c (1, B, H).
 
@@ -21,10 +36,8 @@ def lstm_step(lstm: nn.LSTM, x: torch.Tensor, hc: State) -> tuple[torch.Tensor, 
     """
     h, c = hc
     gates = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x[:, 0], lstm.weight_ih_l0.t())
-    gates = torch.addmm(gates, h[0], lstm.weight_hh_l0.t())  # (B, 4H), PyTorch's gate order i, f, g, o
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c_new = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
-    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    gates = torch.addmm(gates, h[0], lstm.weight_hh_l0.t())  # (B, 4H)
+    h_new, c_new = cell(gates, c[0])
     return h_new.unsqueeze(1), (h_new.unsqueeze(0), c_new.unsqueeze(0))
 
 

@@ -141,7 +141,7 @@ def sample(
     from the prime's last point. ``bias`` sharpens the mixture (eqs. 61-62).
     """
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     state = model.initial_state(lines)
     x = torch.zeros(lines, 1, 3)
     if prime is not None and len(prime) > 1:
@@ -151,7 +151,7 @@ def sample(
     points = [torch.zeros(lines, 3)]
     for _ in range(steps):
         y, state = model(x, state)  # (B, 1, 1 + 6M)
-        point = mdn.sample(y[:, 0], bias, generator)  # (B, 3)
+        point = mdn.sample(y[:, 0], bias, rng)  # (B, 3)
         points.append(point)
         x = point.unsqueeze(1)
     out = torch.stack(points, dim=1).numpy()  # (B, steps + 1, 3)

@@ -23,7 +23,7 @@ import torch.nn as nn
 from writemate import alphabet
 from writemate.data import batching
 from writemate.models import mdn
-from writemate.models.lstm import run_lstm
+from writemate.models.lstm import cell, run_lstm, stacked_weights
 from writemate.train import LossResult
 
 
@@ -107,11 +107,7 @@ class Synthesis(nn.Module):
         return w, kappa, phi
 
     def _layer1_step(self, gates_x: torch.Tensor, h, c, w):
-        gates = gates_x + self.l1_recurrent(torch.cat([w, h], dim=-1))  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return cell(gates_x + self.l1_recurrent(torch.cat([w, h], dim=-1)), c)  # gates (B, 4H)
 
     def initial_state(self, batch: int) -> WindowState:
         cfg = self.config
@@ -339,6 +335,46 @@ class Prime:
     text: str
 
 
+class Stepper:
+    """The whole network one point at a time, for sampling: the same arithmetic as
+    :meth:`Synthesis.forward` on a single step (tested), laid out for it.
+
+    At one point a step each layer is a matrix-vector product, bound by reading
+    the weights, and a forward pass of many small operations. Here each layer
+    reads one stacked weight matrix once (input, window and state together) and
+    the text is encoded once per call of :func:`sample`, not once per point.
+    """
+
+    def __init__(self, model: Synthesis, text: torch.Tensor, text_mask: torch.Tensor, state: WindowState):
+        cfg = model.config
+        self.kappa_scale = cfg.kappa_scale
+        # layer 1 input [x, w_{t-1}, h1_{t-1}]; its gates' input part comes from l1_input
+        self.l1_weight = torch.cat([model.l1_input.weight, model.l1_recurrent.weight], dim=1).T.contiguous()
+        self.l1_bias = model.l1_input.bias
+        self.window_weight, self.window_bias = model.window.weight.T.contiguous(), model.window.bias
+        self.upper = [stacked_weights(lstm) for lstm in model.upper]  # input [x, w_t, below, h]
+        self.output_weight, self.output_bias = model.output.weight.T.contiguous(), model.output.bias
+        onehot = nn.functional.one_hot(text, cfg.alphabet_size).float()  # (B, U, A)
+        self.onehot = onehot * text_mask.float().unsqueeze(-1)
+        self.u = torch.arange(text.shape[1] + 1, dtype=torch.float32)  # (U + 1,): the text and one past it
+        self.h, self.c, self.kappa, self.w = state.h, state.c, state.kappa, state.w
+        self.upper_hc = [(h[0], c[0]) for h, c in state.upper]
+
+    def step(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3) the last point -> mixture outputs (B, 1 + 6M) and phi (B, U + 1)."""
+        self.h, self.c = cell(torch.addmm(self.l1_bias, torch.cat([x, self.w, self.h], 1), self.l1_weight), self.c)
+        alpha, beta, kappa_hat = torch.exp(torch.addmm(self.window_bias, self.h, self.window_weight)).chunk(3, dim=1)
+        self.kappa = self.kappa + kappa_hat / self.kappa_scale  # eq. 51
+        phi = (alpha.unsqueeze(-1) * gaussian(-beta.unsqueeze(-1) * (self.kappa.unsqueeze(-1) - self.u) ** 2)).sum(1)
+        self.w = torch.bmm(phi[:, :-1].unsqueeze(1), self.onehot).squeeze(1)  # eq. 47, (B, A)
+        hidden, below = [self.h], self.h
+        for layer, ((weight, bias), (h, c)) in enumerate(zip(self.upper, self.upper_hc)):
+            below, c = cell(torch.addmm(bias, torch.cat([x, self.w, below, h], 1), weight), c)
+            self.upper_hc[layer] = (below, c)
+            hidden.append(below)
+        return torch.addmm(self.output_bias, torch.cat(hidden, 1), self.output_weight), phi
+
+
 @torch.inference_mode()
 def sample(
     model: Synthesis,
@@ -360,41 +396,39 @@ def sample(
     """
     model.eval()
     n = len(texts)
-    generator = torch.Generator().manual_seed(seed)
-    biases = torch.as_tensor(bias if isinstance(bias, (list, tuple)) else [bias] * n, dtype=torch.float32)
+    rng = np.random.default_rng(seed)
+    biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * n, dtype=np.float64)
     prefix = (prime.text + " ") if prime is not None else ""
     encoded = [alphabet.encode(prefix + t) for t in texts]
     text, text_mask = batching.pad([np.asarray(e, dtype=np.int64) for e in encoded], dtype=torch.long)
     ends = torch.as_tensor([len(e) for e in encoded])  # index of the position past the last character
     state = model.initial_state(n)
-    x = torch.zeros(n, 1, 3)
+    x = torch.zeros(n, 3)
     if prime is not None and len(prime.offsets) > 1:
         primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(n, -1, -1)
         _, state = model(primed[:, :-1], text, text_mask, state)
-        x = primed[:, -1:].clone()
+        x = primed[:, -1].clone()
+    stepper = Stepper(model, text, text_mask, state)
     max_steps = (ends - len(prefix)).clamp(min=1) * steps_per_char + 20
-    out = [[np.zeros(3, dtype=np.float32)] for _ in range(n)]
-    phis: list[list[np.ndarray]] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool)
+    characters = text_mask_with_end(text_mask)  # (B, U + 1)
+    rows = torch.arange(n)
+    points, phis = [], []
+    lengths = torch.zeros(n, dtype=torch.long)  # points written when the line ended; 0 while it runs
     past_end = torch.zeros(n, dtype=torch.bool)
-    step = 0
-    while not bool(done.all()):
-        y, state, phi = model(x, text, text_mask, state, return_phi=True, phi_extra=1)
-        point = mdn.sample(y[:, 0], biases, generator)  # (B, 3)
-        phi = phi[:, 0]  # (B, U + 1)
-        rows = torch.arange(n)
-        at_end = phi[rows, ends] > (phi * text_mask_with_end(text_mask)).max(dim=1).values
-        past_end |= at_end
-        step += 1
-        for i in torch.nonzero(~done).flatten().tolist():
-            out[i].append(point[i].numpy())
-            if return_phi:
-                phis[i].append(phi[i, len(prefix) : ends[i]].numpy())
-        done |= (past_end & (point[:, 2] > 0.5)) | (step >= max_steps)
-        x = point.unsqueeze(1)
-    lines = [np.stack(o) for o in out]
+    while not bool((lengths > 0).all()):
+        y, phi = stepper.step(x)
+        x = mdn.sample(y, biases, rng)  # (B, 3)
+        past_end |= phi[rows, ends] > (phi * characters).max(dim=1).values
+        points.append(x)
+        if return_phi:
+            phis.append(phi)
+        ended = (lengths == 0) & ((past_end & (x[:, 2] > 0.5)) | (len(points) >= max_steps))
+        lengths[ended] = len(points)
+    written = torch.cat([torch.zeros(n, 1, 3), torch.stack(points, 1)], 1).numpy()  # (B, 1 + T, 3)
+    lines = [written[i, : 1 + lengths[i]] for i in range(n)]
     if return_phi:
-        return lines, [np.stack(p) for p in phis]
+        window = torch.stack(phis, 1).numpy()  # (B, T, U + 1)
+        return lines, [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]
     return lines
 
 

@@ -30,6 +30,12 @@ def test_write_svg_png_json(tiny_writer_dir, tmp_path):
     assert doc["lines"][1]["strokes"] == []
 
 
+def test_backslash_n_in_an_argument_breaks_the_line(tiny_writer_dir, tmp_path):
+    out = tmp_path / "a.json"
+    assert cli.main(["write", "Dear Ada,\\nthank you", "-o", str(out), "--model", str(tiny_writer_dir)]) == 0
+    assert [line["text"] for line in json.loads(out.read_text())["lines"]] == ["Dear Ada,", "thank you"]
+
+
 def test_same_seed_same_handwriting(tiny_writer_dir):
     writer = loading.load(tiny_writer_dir)
     a = writer.write("abc def", seed=5, bias=0.5)

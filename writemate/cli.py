@@ -124,7 +124,9 @@ def cmd_train(args) -> int:
 
 
 def _read_text(arg: str) -> str:
-    return sys.stdin.read() if arg == "-" else arg
+    """The text argument; "-" reads standard input. In an argument, the two characters
+    \\n break the line as shells pass them literally (a backslash cannot be written anyway)."""
+    return sys.stdin.read() if arg == "-" else arg.replace("\\n", "\n")
 
 
 def check_writable(path: Path) -> None:
@@ -287,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train, trains=True)
 
     p = sub.add_parser("write", help="write text as handwriting (SVG, PNG, stroke JSON or InkML)")
-    p.add_argument("text", help='the text to write; "-" reads it from standard input; newlines break lines')
+    p.add_argument("text", help='the text to write; "-" reads it from standard input; newlines (or \\n) break lines')
     p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png, .json or .inkml")
     p.add_argument("--style", type=int, default=None, help="bundled style number (see: writemate styles)")
     p.add_argument("--bias", type=float, default=0.75, help="legibility: 0 as sampled, 1-2 neater (default 0.75)")

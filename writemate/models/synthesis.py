@@ -339,34 +339,28 @@ class Stepper:
     """The whole network one point at a time, for sampling: the same arithmetic as
     :meth:`Synthesis.forward` on a single step (tested), laid out for it.
 
-    At one point a step each layer is a matrix-vector product, bound by reading
-    the weights, and a forward pass of many small operations. Here each layer
-    reads one stacked weight matrix once (input, window and state together) and
-    the text is encoded once per call of :func:`sample`, not once per point.
+    At one point a step, each layer is a matrix-vector product bound by reading its
+    weights, plus small operations whose fixed costs add up. Here each layer reads
+    one stacked weight matrix (input, window and state together) in one product,
+    and the text is encoded once per call of :func:`sample`, not once per point.
     """
 
     def __init__(self, model: Synthesis, text: torch.Tensor, text_mask: torch.Tensor, state: WindowState):
-        cfg = model.config
-        self.kappa_scale = cfg.kappa_scale
         # layer 1 input [x, w_{t-1}, h1_{t-1}]; its gates' input part comes from l1_input
         self.l1_weight = torch.cat([model.l1_input.weight, model.l1_recurrent.weight], dim=1).T.contiguous()
         self.l1_bias = model.l1_input.bias
-        self.window_weight, self.window_bias = model.window.weight.T.contiguous(), model.window.bias
+        self.window = model._window
         self.upper = [stacked_weights(lstm) for lstm in model.upper]  # input [x, w_t, below, h]
         self.output_weight, self.output_bias = model.output.weight.T.contiguous(), model.output.bias
-        onehot = nn.functional.one_hot(text, cfg.alphabet_size).float()  # (B, U, A)
-        self.onehot = onehot * text_mask.float().unsqueeze(-1)
-        self.u = torch.arange(text.shape[1] + 1, dtype=torch.float32)  # (U + 1,): the text and one past it
+        self.onehot = nn.functional.one_hot(text, model.config.alphabet_size).float()  # (B, U, A)
+        self.text_mask = text_mask.float()
         self.h, self.c, self.kappa, self.w = state.h, state.c, state.kappa, state.w
         self.upper_hc = [(h[0], c[0]) for h, c in state.upper]
 
     def step(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 3) the last point -> mixture outputs (B, 1 + 6M) and phi (B, U + 1)."""
         self.h, self.c = cell(torch.addmm(self.l1_bias, torch.cat([x, self.w, self.h], 1), self.l1_weight), self.c)
-        alpha, beta, kappa_hat = torch.exp(torch.addmm(self.window_bias, self.h, self.window_weight)).chunk(3, dim=1)
-        self.kappa = self.kappa + kappa_hat / self.kappa_scale  # eq. 51
-        phi = (alpha.unsqueeze(-1) * gaussian(-beta.unsqueeze(-1) * (self.kappa.unsqueeze(-1) - self.u) ** 2)).sum(1)
-        self.w = torch.bmm(phi[:, :-1].unsqueeze(1), self.onehot).squeeze(1)  # eq. 47, (B, A)
+        self.w, self.kappa, phi = self.window(self.h, self.kappa, self.onehot, self.text_mask, extra=1)
         hidden, below = [self.h], self.h
         for layer, ((weight, bias), (h, c)) in enumerate(zip(self.upper, self.upper_hc)):
             below, c = cell(torch.addmm(bias, torch.cat([x, self.w, below, h], 1), weight), c)

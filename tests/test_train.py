@@ -1,4 +1,6 @@
+import argparse
 import csv
+import json
 import os
 import platform
 import signal
@@ -136,3 +138,17 @@ def test_glibc_accepts_the_memory_settings():
     assert keep_freed_memory()
     big = torch.empty(64 * 2**20 // 4)  # 64 MB: from the kept heap now, and freed back into it
     del big
+
+
+def test_a_resumed_run_keeps_its_learning_rate_unless_given(tmp_path):
+    from writemate import cli
+
+    parser = argparse.ArgumentParser()
+    cli._add_train_options(parser)
+    run = tmp_path / "run"
+    assert cli._train_config(parser.parse_args(["--run", str(run)])).lr == 1e-3
+    run.mkdir()
+    (run / "checkpoint.json").write_text(json.dumps({"train_config": {"lr": 5e-4, "lr_decay": 0.9}}))
+    kept = cli._train_config(parser.parse_args(["--run", str(run)]))
+    assert (kept.lr, kept.lr_decay) == (5e-4, 0.9)
+    assert cli._train_config(parser.parse_args(["--run", str(run), "--lr", "2e-4"])).lr == 2e-4

@@ -38,7 +38,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--run", type=Path, required=True, help="run folder for checkpoints, metrics and the best model (resumed if it holds a checkpoint)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (a resumed run takes the value given now)")
+    g.add_argument("--lr", type=float, help="learning rate (default 1e-3; a resumed run keeps its own unless this is given)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--clip-norm", type=float, default=3.0, help="global gradient norm limit (0: off)")
@@ -48,7 +48,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-minutes", type=float, default=0.0, help="stop after this many minutes of training (0: no limit)")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0)
     g.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
-    g.add_argument("--lr-decay", type=float, default=1.0, help="multiply the learning rate by this after every epoch")
+    g.add_argument("--lr-decay", type=float, help="multiply the learning rate by this after every epoch (default 1; a resumed run keeps its own unless given)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
@@ -62,8 +62,16 @@ def _train_config(args):
 
         torch.set_num_threads(args.threads)
     names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    resumed = args.run / "checkpoint.json"
+    if resumed.exists():  # the learning rate a run was given stays unless it is given again
+        try:
+            stored = json.loads(resumed.read_text()).get("train_config", {})
+        except ValueError:
+            stored = {}  # the trainer reports the broken checkpoint
+        given = {k: stored[k] for k in ("lr", "lr_decay") if k in stored} | given
     try:
-        return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        return TrainConfig(**given)
     except ValueError as e:
         raise UsageError(str(e)) from e
 

@@ -220,4 +220,4 @@ def test_primed_sampling_returns_only_new_ink_and_window_weights():
     offsets, _ = random_lines(1)
     lines, phis = sample(model, ["new"], prime=Prime(offsets[0], "abc"), steps_per_char=4, return_phi=True)
     assert len(lines[0]) <= 3 * 4 + 21
-    assert phis[0].shape == (len(lines[0]) - 1, 3)  # one row per sampled point, one column per new character
+    assert phis[0].shape == (len(lines[0]), 3)  # one row per sampled point (no origin when primed), one column per new character

@@ -379,7 +379,8 @@ def sample(
     steps_per_char: int = 40,
     return_phi: bool = False,
 ):
-    """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line.
+    """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
+    the first row where the pen starts.
 
     A line ends when the window has moved past its last character (Graves
     2013 section 5: phi at position U+1 exceeds phi at every character) and
@@ -419,7 +420,10 @@ def sample(
         ended = (lengths == 0) & ((past_end & (x[:, 2] > 0.5)) | (len(points) >= max_steps))
         lengths[ended] = len(points)
     written = torch.cat([torch.zeros(n, 1, 3), torch.stack(points, 1)], 1).numpy()  # (B, 1 + T, 3)
-    lines = [written[i, : 1 + lengths[i]] for i in range(n)]
+    # Unprimed, the ink starts with the pen down at the origin. Primed, the origin is the prime's
+    # last point, where the pen lifted: the move to the first new point is not ink.
+    first = 0 if prime is None or len(prime.offsets) <= 1 else 1
+    lines = [written[i, first : 1 + lengths[i]] for i in range(n)]
     if return_phi:
         window = torch.stack(phis, 1).numpy()  # (B, T, U + 1)
         return lines, [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]

@@ -87,7 +87,7 @@ def test_bias_sharpens_the_mixture():
 
 
 def test_full_sequence_equals_step_by_step():
-    """The training fast path (fused upper layers) and the sampling path (one step at a time) agree."""
+    """The forward over a whole sequence (fused upper layers) and the forward one step at a time agree."""
     torch.manual_seed(0)
     model = Synthesis(TINY).eval()
     offsets, texts = random_lines(3)
@@ -110,7 +110,7 @@ def test_sampling_stepper_equals_forward():
     offsets, texts = random_lines(3)
     x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
     with torch.no_grad():
-        y_ref, state, phi_ref = model(x[:, :5], text, text_mask, return_phi=True, phi_extra=1)  # a primed start
+        _, state, _ = model(x[:, :5], text, text_mask, return_phi=True, phi_extra=1)  # a primed start
         y_more, _, phi_more = model(x[:, 5:], text, text_mask, state, return_phi=True, phi_extra=1)
         stepper = Stepper(model, text, text_mask, state)
         steps = [stepper.step(x[:, t]) for t in range(5, x.shape[1])]

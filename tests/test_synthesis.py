@@ -38,6 +38,15 @@ def random_lines(n=6, seed=0):
     return offsets, texts
 
 
+def tiny_model_and_batch():
+    """A seeded tiny network and a teacher-forcing batch of 3 random lines: x, text, text_mask."""
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    offsets, texts = random_lines(3)
+    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    return model, x, text, text_mask
+
+
 def test_mdn_nll_matches_scipy():
     torch.manual_seed(0)
     y = torch.randn(1, mdn.output_size(3))
@@ -88,10 +97,8 @@ def test_bias_sharpens_the_mixture():
 
 def test_full_sequence_equals_step_by_step():
     """The forward over a whole sequence (fused upper layers) and the forward one step at a time agree."""
-    torch.manual_seed(0)
-    model = Synthesis(TINY).eval()
-    offsets, texts = random_lines(3)
-    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    model, x, text, text_mask = tiny_model_and_batch()
+    model.eval()
     with torch.no_grad():
         y_full, _, phi_full = model(x, text, text_mask, return_phi=True)
         state, ys, phis = None, [], []
@@ -105,10 +112,8 @@ def test_full_sequence_equals_step_by_step():
 
 def test_sampling_stepper_equals_forward():
     """Sampling's Stepper (stacked weights, one point at a time) equals the network's forward."""
-    torch.manual_seed(0)
-    model = Synthesis(TINY).eval()
-    offsets, texts = random_lines(3)
-    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    model, x, text, text_mask = tiny_model_and_batch()
+    model.eval()
     with torch.no_grad():
         _, state, _ = model(x[:, :5], text, text_mask, return_phi=True, phi_extra=1)  # a primed start
         y_more, _, phi_more = model(x[:, 5:], text, text_mask, state, return_phi=True, phi_extra=1)
@@ -163,10 +168,7 @@ def test_window_gaussian_cuts_off_far_characters():
 
 
 def test_training_forward_uses_the_fast_path_and_matches_sampling_path():
-    torch.manual_seed(0)
-    model = Synthesis(TINY)
-    offsets, texts = random_lines(3)
-    x, _, _, text, text_mask = lines_to_tensors(offsets, texts)
+    model, x, text, text_mask = tiny_model_and_batch()
     y_fast, _ = model(x, text, text_mask)  # grad enabled: WindowLayer
     assert y_fast.grad_fn is not None
     with torch.no_grad():

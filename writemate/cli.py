@@ -55,7 +55,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args):
-    from writemate.train import TrainConfig
+    from writemate.train import TrainConfig, saved_train_config
 
     if args.threads:
         import torch
@@ -63,13 +63,8 @@ def _train_config(args):
         torch.set_num_threads(args.threads)
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    resumed = args.run / "checkpoint.json"
-    if resumed.exists():  # the learning rate a run was given stays unless it is given again
-        try:
-            stored = json.loads(resumed.read_text()).get("train_config", {})
-        except ValueError:
-            stored = {}  # the trainer reports the broken checkpoint
-        given = {k: stored[k] for k in ("lr", "lr_decay") if k in stored} | given
+    stored = saved_train_config(args.run)  # a resumed run keeps its learning rate unless it is given again
+    given = {k: stored[k] for k in ("lr", "lr_decay") if k in stored} | given
     try:
         return TrainConfig(**given)
     except ValueError as e:

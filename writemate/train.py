@@ -156,6 +156,15 @@ def keep_freed_memory() -> bool:
     )
 
 
+def saved_train_config(run_dir: Path) -> dict:
+    """The training settings stored with the checkpoint in ``run_dir`` ({} if none or unreadable;
+    :meth:`Trainer.load_checkpoint` reports a broken checkpoint)."""
+    try:
+        return json.loads((Path(run_dir) / "checkpoint.json").read_text()).get("train_config", {})
+    except (OSError, ValueError):
+        return {}
+
+
 def make_optimizer(name: str, params, lr: float, momentum: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)

@@ -399,7 +399,8 @@ def sample(
     ends = torch.as_tensor([len(e) for e in encoded])  # index of the position past the last character
     state = model.initial_state(n)
     x = torch.zeros(n, 3)
-    if prime is not None and len(prime.offsets) > 1:
+    continues = prime is not None and len(prime.offsets) > 1  # from a primed line's last point
+    if continues:
         primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(n, -1, -1)
         _, state = model(primed[:, :-1], text, text_mask, state)
         x = primed[:, -1].clone()
@@ -422,8 +423,7 @@ def sample(
     written = torch.cat([torch.zeros(n, 1, 3), torch.stack(points, 1)], 1).numpy()  # (B, 1 + T, 3)
     # Unprimed, the ink starts with the pen down at the origin. Primed, the origin is the prime's
     # last point, where the pen lifted: the move to the first new point is not ink.
-    first = 0 if prime is None or len(prime.offsets) <= 1 else 1
-    lines = [written[i, first : 1 + lengths[i]] for i in range(n)]
+    lines = [written[i, int(continues) : 1 + lengths[i]] for i in range(n)]
     if return_phi:
         window = torch.stack(phis, 1).numpy()  # (B, T, U + 1)
         return lines, [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]

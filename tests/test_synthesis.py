@@ -71,7 +71,7 @@ def test_mdn_sample_follows_the_mixture(bias):
     """Moments of many draws match the (biased) mixture that split() describes."""
     torch.manual_seed(0)
     y = torch.randn(1, mdn.output_size(3)).expand(200_000, -1)
-    draws = mdn.sample(y, bias, np.random.default_rng(0)).double()
+    draws = torch.from_numpy(mdn.sample(y.numpy(), bias, np.random.default_rng(0))).double()
     mix = mdn.split(y[:1].double(), bias)
     pi, mu, sigma, rho = mix.log_pi.exp()[0], mix.mu[0], mix.log_sigma.exp()[0], mix.rho[0]
     mean = (pi[:, None] * mu).sum(0)
@@ -110,17 +110,19 @@ def test_full_sequence_equals_step_by_step():
     torch.testing.assert_close(torch.cat(phis, 1), phi_full, rtol=1e-4, atol=1e-5)
 
 
-def test_sampling_stepper_equals_forward():
-    """Sampling's Stepper (stacked weights, one point at a time) equals the network's forward."""
+@pytest.mark.parametrize("log_beta", [0.0, 4.0])  # 4: a sharp window, most characters past the cutoff
+def test_sampling_stepper_equals_forward(log_beta):
+    """Sampling's Stepper (stacked weights, numpy, one point at a time) equals the network's forward."""
     model, x, text, text_mask = tiny_model_and_batch()
     model.eval()
     with torch.no_grad():
+        model.window.bias[TINY.window_mixtures : 2 * TINY.window_mixtures] = log_beta
         _, state, _ = model(x[:, :5], text, text_mask, return_phi=True, phi_extra=1)  # a primed start
         y_more, _, phi_more = model(x[:, 5:], text, text_mask, state, return_phi=True, phi_extra=1)
         stepper = Stepper(model, text, text_mask, state)
-        steps = [stepper.step(x[:, t]) for t in range(5, x.shape[1])]
-    torch.testing.assert_close(torch.stack([y for y, _ in steps], 1), y_more, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.stack([p for _, p in steps], 1), phi_more, rtol=1e-4, atol=1e-5)
+        steps = [stepper.step(x[:, t].numpy()) for t in range(5, x.shape[1])]
+    torch.testing.assert_close(torch.from_numpy(np.stack([y for y, _ in steps], 1)), y_more, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(np.stack([p for _, p in steps], 1)), phi_more, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("log_beta", [0.0, 4.0])  # 4: a sharp window, most characters past the cutoff

@@ -3,11 +3,13 @@
 Training feeds whole sequences to PyTorch's fused LSTM. Sampling feeds one
 point at a time, where the fused kernel's set-up cost dominates; there
 :func:`lstm_step` computes the same thing (Graves 2013 eqs. 7-11, in
-PyTorch's gate order) with two matrix products.
+PyTorch's gate order) with two matrix products, and :func:`cell_numpy` the
+cell in numpy.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -20,6 +22,14 @@ def cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     i, f, g, o = gates.chunk(4, dim=-1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def cell_numpy(gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cell` in numpy, for sampling one point at a time (see ``synthesis.Stepper``)."""
+    h = c.shape[-1]
+    s = 0.5 * np.tanh(0.5 * gates) + 0.5  # sigmoid of all four gates; this form cannot overflow
+    c = s[:, h : 2 * h] * c + s[:, :h] * np.tanh(gates[:, 2 * h : 3 * h])
+    return s[:, 3 * h :] * np.tanh(c), c
 
 
 def stacked_weights(lstm: nn.LSTM) -> tuple[torch.Tensor, torch.Tensor]:

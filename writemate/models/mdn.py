@@ -81,29 +81,30 @@ def mean_xy(y: torch.Tensor) -> torch.Tensor:
     return (mix.log_pi.exp().unsqueeze(-1) * mix.mu).sum(-2)
 
 
-def sample(y: torch.Tensor, bias: float | torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """One ``(dx, dy, eos)`` per row of ``y`` ``(B, 1 + 6M)`` -> ``(B, 3)``, with bias (eqs. 61-62).
+def sample(y: np.ndarray, bias: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One ``(dx, dy, eos)`` per row of network outputs ``y`` ``(B, 1 + 6M)`` -> float32 ``(B, 3)``,
+    with bias (eqs. 61-62).
 
     The same distribution as :func:`split`, drawn in numpy: sampling runs one point at
     a time, and on a few rows numpy's operations cost a fraction of torch's (a step's
     sampling went from 0.29 ms to 0.12 ms).
     """
-    y = y.detach().numpy().astype(np.float64)
+    y = np.asarray(y, dtype=np.float64)
     b, m = y.shape[0], (y.shape[1] - 1) // 6
-    bias = np.broadcast_to(np.asarray(bias, dtype=np.float64), (b,))
-    pi_hat = y[:, 1 : 1 + m] * (1 + bias[:, None])  # eq. 61
-    pi = np.exp(pi_hat - pi_hat.max(axis=1, keepdims=True))
-    cdf = np.cumsum(pi, axis=1)
-    comp = np.minimum((cdf < rng.random(b)[:, None] * cdf[:, -1:]).sum(axis=1), m - 1)  # (B,) by inverse CDF
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.float64), (b,))[:, None]  # (B, 1)
+    pi_hat = y[:, 1 : 1 + m] * (1 + bias)  # eq. 61
+    cdf = np.cumsum(np.exp(pi_hat - pi_hat.max(axis=1, keepdims=True)), axis=1)
+    comp = np.minimum((cdf < rng.random((b, 1)) * cdf[:, -1:]).sum(axis=1), m - 1)  # (B,) by inverse CDF
     rows = np.arange(b)
-    mu = y[rows[:, None], 1 + m + 2 * comp[:, None] + [0, 1]]  # (B, 2)
-    sigma = np.exp(np.maximum(y[rows[:, None], 1 + 3 * m + 2 * comp[:, None] + [0, 1]] - bias[:, None], MIN_LOG_SIGMA))
+    mu = y[:, 1 + m : 1 + 3 * m].reshape(b, m, 2)[rows, comp]  # (B, 2)
+    log_sigma = np.maximum(y[:, 1 + 3 * m : 1 + 5 * m].reshape(b, m, 2)[rows, comp] - bias, MIN_LOG_SIGMA)  # eq. 62
+    sigma = np.exp(log_sigma)
     rho = np.tanh(y[rows, 1 + 5 * m + comp]) * 0.9999  # as in split()
     n = rng.standard_normal((b, 2))
     dx = mu[:, 0] + sigma[:, 0] * n[:, 0]
     dy = mu[:, 1] + sigma[:, 1] * (rho * n[:, 0] + np.sqrt(1 - rho**2) * n[:, 1])
     eos = rng.random(b) < 1 / (1 + np.exp(-y[:, 0]))
-    return torch.from_numpy(np.stack([dx, dy, eos], axis=1).astype(np.float32))
+    return np.stack([dx, dy, eos], axis=1).astype(np.float32)
 
 
 def score_lines(

@@ -148,11 +148,11 @@ def sample(
         primed = torch.as_tensor(prime, dtype=torch.float32).unsqueeze(0).expand(lines, -1, -1)  # (B, P, 3)
         _, state = model(primed[:, :-1], state)
         x = primed[:, -1:].clone()
-    points = [torch.zeros(lines, 3)]
+    points = [np.zeros((lines, 3), dtype=np.float32)]
     for _ in range(steps):
         y, state = model(x, state)  # (B, 1, 1 + 6M)
-        point = mdn.sample(y[:, 0], bias, rng)  # (B, 3)
+        point = mdn.sample(y[:, 0].numpy(), bias, rng)  # (B, 3)
         points.append(point)
-        x = point.unsqueeze(1)
-    out = torch.stack(points, dim=1).numpy()  # (B, steps + 1, 3)
+        x = torch.from_numpy(point).unsqueeze(1)
+    out = np.stack(points, axis=1)  # (B, steps + 1, 3)
     return list(out)

@@ -23,7 +23,7 @@ import torch.nn as nn
 from writemate import alphabet
 from writemate.data import batching
 from writemate.models import mdn
-from writemate.models.lstm import cell, run_lstm, stacked_weights
+from writemate.models.lstm import cell, cell_numpy, run_lstm, stacked_weights
 from writemate.train import LossResult
 
 
@@ -340,33 +340,54 @@ class Stepper:
     :meth:`Synthesis.forward` on a single step (tested), laid out for it.
 
     At one point a step, each layer is a matrix-vector product bound by reading its
-    weights, plus small operations whose fixed costs add up. Here each layer reads
-    one stacked weight matrix (input, window and state together) in one product,
-    and the text is encoded once per call of :func:`sample`, not once per point.
+    weights, plus a few dozen operations on vectors of a few hundred numbers. Here
+    each layer reads one stacked weight matrix (input, window and state together) in
+    one torch product, and everything else runs in numpy, whose operations on small
+    arrays cost a fraction of torch's (a step of the paper-size network went from
+    ~1.0 ms to ~0.75 ms, see ``benchmarks/synthesis_speed.py``). The text is encoded
+    once per call of :func:`sample`, not once per point.
     """
 
     def __init__(self, model: Synthesis, text: torch.Tensor, text_mask: torch.Tensor, state: WindowState):
         # layer 1 input [x, w_{t-1}, h1_{t-1}]; its gates' input part comes from l1_input
-        self.l1_weight = torch.cat([model.l1_input.weight, model.l1_recurrent.weight], dim=1).T.contiguous()
-        self.l1_bias = model.l1_input.bias
-        self.window = model._window
+        self.l1 = torch.cat([model.l1_input.weight, model.l1_recurrent.weight], dim=1).T.contiguous(), model.l1_input.bias
+        self.window = model.window.weight.T.contiguous(), model.window.bias
         self.upper = [stacked_weights(lstm) for lstm in model.upper]  # input [x, w_t, below, h]
-        self.output_weight, self.output_bias = model.output.weight.T.contiguous(), model.output.bias
-        self.onehot = nn.functional.one_hot(text, model.config.alphabet_size).float()  # (B, U, A)
-        self.text_mask = text_mask.float()
-        self.h, self.c, self.kappa, self.w = state.h, state.c, state.kappa, state.w
-        self.upper_hc = [(h[0], c[0]) for h, c in state.upper]
+        self.output = model.output.weight.T.contiguous(), model.output.bias
+        self.kappa_scale = model.config.kappa_scale
+        onehot = nn.functional.one_hot(text, model.config.alphabet_size).float() * text_mask.unsqueeze(-1)
+        self.onehot = onehot.numpy()  # (B, U, A), padding rows zero
+        self.positions = np.arange(text.shape[1] + 1, dtype=np.float32)  # (U + 1,) the last one past the text
+        self.h, self.c, self.kappa, self.w = (t.numpy() for t in (state.h, state.c, state.kappa, state.w))
+        self.upper_hc = [(h[0].numpy(), c[0].numpy()) for h, c in state.upper]
 
-    def step(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (B, 3) the last point -> mixture outputs (B, 1 + 6M) and phi (B, U + 1)."""
-        self.h, self.c = cell(torch.addmm(self.l1_bias, torch.cat([x, self.w, self.h], 1), self.l1_weight), self.c)
-        self.w, self.kappa, phi = self.window(self.h, self.kappa, self.onehot, self.text_mask, extra=1)
+        self.h, self.c = cell_numpy(linear(np.concatenate([x, self.w, self.h], 1), *self.l1), self.c)
+        phi = self._window_step()
         hidden, below = [self.h], self.h
         for layer, ((weight, bias), (h, c)) in enumerate(zip(self.upper, self.upper_hc)):
-            below, c = cell(torch.addmm(bias, torch.cat([x, self.w, below, h], 1), weight), c)
+            below, c = cell_numpy(linear(np.concatenate([x, self.w, below, h], 1), weight, bias), c)
             self.upper_hc[layer] = (below, c)
             hidden.append(below)
-        return torch.addmm(self.output_bias, torch.cat(hidden, 1), self.output_weight), phi
+        return linear(np.concatenate(hidden, 1), *self.output), phi
+
+    def _window_step(self) -> np.ndarray:
+        """:meth:`Synthesis._window` (eqs. 46-51) from self.h; updates kappa and w, returns phi (B, U + 1)."""
+        k = self.kappa.shape[1]
+        abk = np.exp(linear(self.h, *self.window))  # (B, 3K): alpha, beta, kappa_hat, eq. 48
+        alpha, beta, kappa_hat = abk[:, :k], abk[:, k : 2 * k], abk[:, 2 * k :]
+        self.kappa = self.kappa + kappa_hat / self.kappa_scale  # eq. 51
+        q = -beta[:, :, None] * (self.kappa[:, :, None] - self.positions) ** 2  # (B, K, U + 1)
+        near = q >= -WINDOW_CUTOFF  # as gaussian()
+        phi = (alpha[:, :, None] * np.exp(np.maximum(q, -WINDOW_CUTOFF)) * near).sum(1)  # eq. 46
+        self.w = np.einsum("bu,bua->ba", phi[:, :-1], self.onehot)  # eq. 47, (B, A); no BLAS call, see linear()
+        return phi
+
+
+def linear(x: np.ndarray, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
+    """x (B, I) @ weight (I, O) + bias in torch, whose matrix products beat numpy's on batches."""
+    return torch.addmm(bias, torch.from_numpy(x), weight).numpy()
 
 
 @torch.inference_mode()
@@ -396,40 +417,35 @@ def sample(
     prefix = (prime.text + " ") if prime is not None else ""
     encoded = [alphabet.encode(prefix + t) for t in texts]
     text, text_mask = batching.pad([np.asarray(e, dtype=np.int64) for e in encoded], dtype=torch.long)
-    ends = torch.as_tensor([len(e) for e in encoded])  # index of the position past the last character
+    ends = np.array([len(e) for e in encoded])  # index of the position past the last character
     state = model.initial_state(n)
-    x = torch.zeros(n, 3)
+    x = np.zeros((n, 3), dtype=np.float32)
     continues = prime is not None and len(prime.offsets) > 1  # from a primed line's last point
     if continues:
         primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(n, -1, -1)
         _, state = model(primed[:, :-1], text, text_mask, state)
-        x = primed[:, -1].clone()
+        x = primed[:, -1].numpy().copy()
     stepper = Stepper(model, text, text_mask, state)
-    max_steps = (ends - len(prefix)).clamp(min=1) * steps_per_char + 20
-    characters = text_mask_with_end(text_mask)  # (B, U + 1)
-    rows = torch.arange(n)
+    max_steps = np.maximum(ends - len(prefix), 1) * steps_per_char + 20
+    characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (B, U + 1), the end position masked out
+    rows = np.arange(n)
     points, phis = [], []
-    lengths = torch.zeros(n, dtype=torch.long)  # points written when the line ended; 0 while it runs
-    past_end = torch.zeros(n, dtype=torch.bool)
-    while not bool((lengths > 0).all()):
+    lengths = np.zeros(n, dtype=np.int64)  # points written when the line ended; 0 while it runs
+    past_end = np.zeros(n, dtype=bool)
+    while not (lengths > 0).all():
         y, phi = stepper.step(x)
         x = mdn.sample(y, biases, rng)  # (B, 3)
-        past_end |= phi[rows, ends] > (phi * characters).max(dim=1).values
+        past_end |= phi[rows, ends] > (phi * characters).max(axis=1)
         points.append(x)
         if return_phi:
             phis.append(phi)
         ended = (lengths == 0) & ((past_end & (x[:, 2] > 0.5)) | (len(points) >= max_steps))
         lengths[ended] = len(points)
-    written = torch.cat([torch.zeros(n, 1, 3), torch.stack(points, 1)], 1).numpy()  # (B, 1 + T, 3)
+    written = np.concatenate([np.zeros((n, 1, 3), dtype=np.float32), np.stack(points, 1)], 1)  # (B, 1 + T, 3)
     # Unprimed, the ink starts with the pen down at the origin. Primed, the origin is the prime's
     # last point, where the pen lifted: the move to the first new point is not ink.
     lines = [written[i, int(continues) : 1 + lengths[i]] for i in range(n)]
     if return_phi:
-        window = torch.stack(phis, 1).numpy()  # (B, T, U + 1)
+        window = np.stack(phis, 1)  # (B, T, U + 1)
         return lines, [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]
     return lines
-
-
-def text_mask_with_end(text_mask: torch.Tensor) -> torch.Tensor:
-    """(B, U) mask to (B, U + 1) with the extra past-the-end position masked out."""
-    return torch.cat([text_mask, torch.zeros(text_mask.shape[0], 1, dtype=text_mask.dtype)], dim=1).to(torch.float32)

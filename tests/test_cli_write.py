@@ -8,6 +8,7 @@ import pytest
 
 from conftest import fake_line, line_xml
 from writemate import api, cli, loading
+from writemate.errors import WritemateError
 
 
 def run(*args, stdin=None):
@@ -79,6 +80,10 @@ def test_bad_characters_exit_2_and_write_nothing(tiny_writer_dir, tmp_path, caps
         (["hi", "--prime-text", "x"], "--prime-text goes with --prime"),
         (["hi", "--prime", "missing.xml", "--prime-text", "x"], "cannot read"),
         (["hi", "--color", "notacolour"], "--color"),
+        (["hi", "--seed", "-1"], "--seed: must be 0 or more"),
+        (["hi", "--smooth", "-2"], "--smooth: must be 0 or more"),
+        (["hi", "--bias", "nan"], "bias must be a number of 0 or more"),
+        (["hi", "--bias", "-0.5"], "bias must be a number of 0 or more"),
     ],
 )
 def test_bad_requests_exit_2(tiny_writer_dir, tmp_path, capsys, args, message):
@@ -87,6 +92,12 @@ def test_bad_requests_exit_2(tiny_writer_dir, tmp_path, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options", [{"seed": -1}, {"seed": 1.5}, {"bias": float("inf")}, {"bias": -1.0}])
+def test_api_rejects_bad_seed_and_bias(tiny_writer_dir, options):
+    with pytest.raises(WritemateError, match="must be"):
+        loading.load(tiny_writer_dir).write("hi", **options)
 
 
 def test_unwritable_output_fails_before_sampling_and_keeps_old_file(tiny_writer_dir, tmp_path, capsys):
@@ -116,3 +127,5 @@ def test_styles_command(tiny_writer_dir, tmp_path, capsys):
     assert cli.main(["styles", "--model", str(tiny_writer_dir), "--preview", str(tmp_path / "p.png")]) == 0
     assert "test 1" in capsys.readouterr().out
     assert (tmp_path / "p.png").exists()
+    assert cli.main(["styles", "--model", str(tiny_writer_dir), "--preview", str(tmp_path / "p.txt")]) == 2
+    assert "ending in .png" in capsys.readouterr().err and not (tmp_path / "p.txt").exists()

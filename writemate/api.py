@@ -17,6 +17,7 @@ import numpy as np
 
 from writemate import alphabet, checkpoint, ink, render
 from writemate.errors import WritemateError
+from writemate.models import mdn
 from writemate.models.synthesis import Prime, Synthesis, SynthesisConfig, sample
 
 STYLES_FILE = "styles.json"
@@ -207,8 +208,7 @@ class Writer:
         characters outside the alphabet unless ``replace_unknown``.
         """
         text = prepare_text(text, replace_unknown)
-        if bias < 0:
-            raise WritemateError("bias must be 0 or more")
+        mdn.check_bias_and_seed(bias, seed)
         prime = None
         if prime_strokes is not None:
             if not prime_text or not prime_text.strip():

@@ -50,7 +50,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
     g.add_argument("--lr-decay", type=float, help="multiply the learning rate by this after every epoch (default 1; a resumed run keeps its own unless given)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=whole_number, default=0)
     g.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
 
 
@@ -132,6 +132,17 @@ def _read_text(arg: str) -> str:
     return sys.stdin.read() if arg == "-" else arg.replace("\\n", "\n")
 
 
+def whole_number(text: str) -> int:
+    """argparse type for seeds, counts and limits: an integer of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def check_writable(path: Path) -> None:
     """Fail before any work if ``path`` cannot be written (the file itself is left untouched)."""
     import os
@@ -157,7 +168,7 @@ def add_page_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--line-height", type=float, default=12.0, help="mm between lines")
     p.add_argument("--stroke-width", type=float, default=0.5, help="pen width in mm")
     p.add_argument("--color", default="#1a1a2e", help="ink colour (CSS name or #rrggbb)")
-    p.add_argument("--smooth", type=int, default=0, help="smooth strokes over N points for display (0: raw, for plotters)")
+    p.add_argument("--smooth", type=whole_number, default=0, help="smooth strokes over N points for display (0: raw, for plotters)")
 
 
 def _page_style(args):
@@ -214,6 +225,10 @@ def cmd_write(args) -> int:
 def cmd_styles(args) -> int:
     from writemate import loading
 
+    if args.preview:
+        if args.preview.suffix.lower() != ".png":
+            raise UsageError(f"{args.preview}: --preview writes a PNG; give a file name ending in .png")
+        check_writable(args.preview)
     writer = loading.load(args.model)
     if not writer.styles:
         print("this model has no bundled styles")
@@ -221,7 +236,6 @@ def cmd_styles(args) -> int:
     for s in writer.styles:
         print(f"{s.id:3d}  {s.name:<20s} bias {s.bias:<4g} {s.text!r}")
     if args.preview:
-        check_writable(args.preview)
         from writemate.render import PageStyle, save, to_png
 
         page = PageStyle()
@@ -255,7 +269,7 @@ def add_evaluation_options(t: argparse.ArgumentParser) -> None:
     from writemate.evaluate import SPLITS
 
     t.add_argument("--split", choices=SPLITS, default="all", help="all lines, or one side of the training split (by text group)")
-    t.add_argument("--limit", type=int, default=0, help="only the first N lines (0: all)")
+    t.add_argument("--limit", type=whole_number, default=0, help="only the first N lines (0: all)")
     t.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -296,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png, .json or .inkml")
     p.add_argument("--style", type=int, default=None, help="bundled style number (see: writemate styles)")
     p.add_argument("--bias", type=float, default=0.75, help="legibility: 0 as sampled, 1-2 neater (default 0.75)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same handwriting)")
+    p.add_argument("--seed", type=whole_number, default=0, help="random seed (same seed, same handwriting)")
     p.add_argument("--width", type=int, default=45, help="wrap lines at this many characters (default 45)")
     p.add_argument("--prime", type=Path, help="write in the hand of this line: IAM-OnDB line XML or Writemate JSON")
     p.add_argument("--prime-text", help="the text written in the --prime file")
@@ -308,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("styles", help="list the bundled handwriting styles")
     p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
     p.add_argument("--preview", type=Path, help="also write a PNG showing every style")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole_number, default=0)
     p.set_defaults(func=cmd_styles)
 
     p = sub.add_parser("evaluate", help="measure a trained model on your copy of a dataset")
@@ -329,7 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed help (0) or the usage error (2)
+        return e.code or 0
     try:
         if getattr(args, "trains", False):  # Ctrl-C or SIGTERM: finish the step, checkpoint, stop
             from writemate.train import stop_on_signals

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from writemate.cli import UsageError, _add_train_options, _progress_bar, _train_config
+from writemate.cli import UsageError, _add_train_options, _progress_bar, _train_config, whole_number
 
 DEFAULT_MODEL = "ptb-char"
 DEFAULT_MAX_VOCAB = {"char": 0, "word": 10000}  # 0: every symbol of the training text
@@ -117,5 +117,5 @@ def add_commands(sub) -> None:
     p.add_argument("--prime", default="", help='text to continue, e.g. "Science is"')
     p.add_argument("--length", type=int, default=300, help="tokens (characters or words) to generate")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text; 0: the most likely token")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole_number, default=0)
     p.set_defaults(func=cmd_sample)

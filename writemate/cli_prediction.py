@@ -20,6 +20,7 @@ from writemate.cli import (
     add_page_options,
     check_writable,
     print_evaluation,
+    whole_number,
 )
 
 PREDICTION = "prediction"  # family, and name of the bundled model
@@ -105,8 +106,6 @@ def cmd_explain(args) -> int:
 def cmd_evaluate(args) -> int:
     from writemate import evaluate
 
-    if args.limit < 0:
-        raise UsageError("--limit must not be negative")
     scribbler = load_model(args.model, PREDICTION)
     lines = evaluate.line_count(args.data, args.split)
     progress = _line_progress(min(lines, args.limit or lines))
@@ -121,7 +120,7 @@ def add_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=700, help="pen points to sample per line (default 700, about 30 characters)")
     p.add_argument("--lines", type=int, default=1, help="lines to sample (one batch)")
     p.add_argument("--bias", type=float, default=0.5, help="0 as sampled, 1-2 neater (default 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same scribble)")
+    p.add_argument("--seed", type=whole_number, default=0, help="random seed (same seed, same scribble)")
     p.add_argument("--prime", type=Path, help="continue this line of ink: IAM-OnDB line XML or Writemate JSON")
     p.add_argument("--hide-prime", action="store_true", help="draw only the new ink, not the primed line")
     add_page_options(p)
@@ -138,7 +137,7 @@ def add_commands(sub) -> None:
         "otherwise the synthesis network's own mixture is shown)",
     )
     p.add_argument("--bias", type=float, default=0.75, help="bias of the synthesis network's writing (default 0.75)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole_number, default=0)
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--replace-unknown", action="store_true", help="replace characters outside the alphabet")
     p.set_defaults(func=cmd_explain)

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from writemate.cli import UsageError, _line_progress, _progress_bar, add_evaluation_options
+from writemate.cli import UsageError, _line_progress, _progress_bar, add_evaluation_options, whole_number
 from writemate.errors import WritemateError
 
 RECOGNIZER = "recognizer"  # family, and name of the bundled model
@@ -146,8 +146,6 @@ def train_recognizer(args, train_config):
 def cmd_evaluate_recognizer(args) -> int:
     from writemate import evaluate
 
-    if args.limit < 0:
-        raise UsageError("--limit must not be negative")
     recognizer = load_recognizer(args)
     lines = evaluate.line_count(args.data, args.split)
     progress = _line_progress(min(lines, args.limit or lines))
@@ -172,8 +170,6 @@ def cmd_evaluate_legibility(args) -> int:
     from writemate import evaluate
     from writemate.cli_prediction import load_model
 
-    if args.limit < 0:
-        raise UsageError("--limit must not be negative")
     if args.bias < 0:
         raise UsageError("--bias must be 0 or more")
     recognizer = load_recognizer(args)
@@ -253,7 +249,7 @@ def add_evaluate_targets(targets) -> None:
     )
     t.add_argument("--bias", type=float, default=0.75, help="synthesis bias (default 0.75)")
     t.add_argument("--style", type=int, help="bundled style number (default: unprimed)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=whole_number, default=0)
     t.add_argument("--writer", default=SYNTHESIS, help="synthesis model: bundled name or model folder")
     t.add_argument("--beam", type=int, default=0, help="read with beam search of this width (default 0: best path)")
     add_decoding_options(t)

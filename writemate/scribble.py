@@ -20,6 +20,7 @@ import numpy as np
 from writemate import checkpoint, ink, render
 from writemate.api import Handwriting, user_ink_to_offsets
 from writemate.errors import WritemateError
+from writemate.models import mdn
 from writemate.models.prediction import Prediction, PredictionConfig, sample
 
 
@@ -61,8 +62,7 @@ class Scribbler:
         """
         if steps < 1 or lines < 1:
             raise WritemateError("steps and lines must be at least 1")
-        if bias < 0:
-            raise WritemateError("bias must be 0 or more")
+        mdn.check_bias_and_seed(bias, seed)
         prime = None if prime_strokes is None else user_ink_to_offsets(prime_strokes, None, self.stats)  # (P, 3)
         started = time.perf_counter()
         sampled = sample(self.model, steps, lines=lines, bias=bias, seed=seed, prime=prime)

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from writemate.data import batching
+from writemate.errors import WritemateError
 
 LOG_2PI = math.log(2 * math.pi)
 MIN_LOG_SIGMA = -7.0  # keeps the density finite on repeated points (zero moves)
@@ -79,6 +80,14 @@ def mean_xy(y: torch.Tensor) -> torch.Tensor:
     """The mixture's expected offset ``(..., 2)``: what SSE is measured against."""
     mix = split(y)
     return (mix.log_pi.exp().unsqueeze(-1) * mix.mu).sum(-2)
+
+
+def check_bias_and_seed(bias: float, seed: int) -> None:
+    """Raise WritemateError unless ``bias`` (eqs. 61-62) is a finite number >= 0 and ``seed`` an integer >= 0."""
+    if isinstance(bias, bool) or not isinstance(bias, (int, float, np.number)) or not math.isfinite(bias) or bias < 0:
+        raise WritemateError(f"bias must be a number of 0 or more, not {bias!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise WritemateError(f"seed must be a whole number of 0 or more, not {seed!r}")
 
 
 def sample(y: np.ndarray, bias: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -143,7 +143,10 @@ def read_prime_file(path: Path) -> list[np.ndarray]:
     except OSError as e:
         raise WritemateError(f"{path}: cannot read ({e.strerror})") from e
     if path.suffix.lower() == ".json":
-        lines = [strokes for _, strokes in render.read_json(data) if strokes]
+        try:
+            lines = [strokes for _, strokes in render.read_json(data) if strokes]
+        except WritemateError as e:
+            raise WritemateError(f"{path}: {e}") from e
         if len(lines) != 1:
             raise WritemateError(f"{path}: a priming file must hold exactly one line of ink, found {len(lines)}")
         return lines[0]

@@ -273,7 +273,8 @@ def load_folder(
     kind = detect_kind(files)
     features = features or FeatureConfig(kind=kind)
     if kind != features.kind:
-        raise DataError(f"{path}: holds {kind} data, but the model reads {features.kind}")
+        where = ", ".join(str(p) for p in paths)
+        raise DataError(f"{where}: holds {kind} data, but the model reads {features.kind}")
     if kind == "vectors" and not features.vector_size:
         features.vector_size = read_vectors(files[0]).shape[1]
     out = SequenceSet()

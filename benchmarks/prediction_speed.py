@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from common import machine, peak_memory_mb
+from common import cpu_times, machine, peak_memory_mb, steal_percent
 
 
 def train_throughput(noise: str, batch: int, points: int, steps: int, bf16: bool) -> float:
@@ -60,10 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {"machine": machine(torch.get_num_threads()), "torch": torch.__version__, "bf16": args.bf16}
+    before = cpu_times()
     for noise in args.noise.split(","):
         result[f"train_points_per_s_{noise}"] = round(train_throughput(noise, 32, args.points, args.steps, args.bf16))
     result["sample_700_points_s"] = round(sampling_seconds(700), 2)
     result["peak_memory_mb"] = peak_memory_mb()
+    result["cpu_steal_percent"] = steal_percent(before, cpu_times())
     print(json.dumps(result, indent=2))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, peak_memory_mb
+from common import cpu_times, machine, peak_memory_mb, steal_percent
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "iam-ondb"
 
@@ -85,6 +85,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recognizer = make_recognizer(args.model, args.lm)
     lines = load_lines(args.data, args.lines)
+    before = cpu_times()
     result = {
         "machine": machine(torch.get_num_threads()),
         "torch": torch.__version__,
@@ -96,6 +97,7 @@ def main() -> None:
         "lm": recognizer.lm is not None,
         "train_lines_per_s": round(train_lines_per_second(recognizer, lines), 1),
         "peak_memory_mb": peak_memory_mb(),
+        "cpu_steal_percent": steal_percent(before, cpu_times()),
     }
     print(json.dumps(result, indent=2))
 

@@ -14,7 +14,8 @@ memory in the process (``writemate.train.keep_freed_memory``) unless
 
 Sampling uses ``--model`` (bundled by default) from a warm process: one
 30-character line and a 20-line page. Results go to stdout as JSON, with the
-CPU model and thread count.
+CPU model, thread count and the CPU time the hypervisor took for other machines
+meanwhile (``cpu_steal_percent``: compare runs only when it is low).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from common import machine, peak_memory_mb
+from common import cpu_times, machine, peak_memory_mb, steal_percent
 
 
 def train_batch(model_name: str, data: str | None, batch: int, points: int):
@@ -100,6 +101,7 @@ def main() -> None:
     from writemate.train import keep_freed_memory
 
     result = {"machine": machine(torch.get_num_threads()), "torch": torch.__version__}
+    before = cpu_times()
     result["keep_freed_memory"] = not args.default_malloc and keep_freed_memory()
     if not args.skip_training:
         model, tensors = train_batch(args.model, args.data, 32, 600)
@@ -107,6 +109,7 @@ def main() -> None:
         result["train_points_per_s"] = round(train_throughput(model, tensors, args.train_steps, args.bf16))
     result.update(sampling_seconds(args.model, args.repeats))
     result["peak_memory_mb"] = peak_memory_mb()
+    result["cpu_steal_percent"] = steal_percent(before, cpu_times())
     print(json.dumps(result, indent=2))
 
 

@@ -100,6 +100,14 @@ def test_api_rejects_bad_seed_and_bias(tiny_writer_dir, options):
         loading.load(tiny_writer_dir).write("hi", **options)
 
 
+def test_long_text_reports_progress_per_batch(tiny_writer_dir, monkeypatch):
+    monkeypatch.setattr(api, "MAX_LINES_PER_BATCH", 2)
+    done = []
+    page = loading.load(tiny_writer_dir).write("a\nb\n\nc\nd\ne", progress=done.append)
+    assert done == [2, 2, 1]  # five written lines in batches of two; the blank line is not sampled
+    assert len(page.texts) == 6
+
+
 def test_unwritable_output_fails_before_sampling_and_keeps_old_file(tiny_writer_dir, tmp_path, capsys):
     assert cli.main(["write", "hi", "-o", str(tmp_path / "no" / "such" / "x.svg"), "--model", str(tiny_writer_dir)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -202,6 +203,7 @@ class Writer:
         prime_text: str | None = None,
         replace_unknown: bool = False,
         page: render.PageStyle | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Handwriting:
         """Write ``text`` (any length: it is wrapped to ``width`` characters a line).
 
@@ -209,6 +211,8 @@ class Writer:
         writes in the hand of a given line instead. ``bias`` trades variety
         for legibility (0: as sampled, 1-2: neater). Raises AlphabetError for
         characters outside the alphabet unless ``replace_unknown``.
+        ``progress`` is called with the number of lines written after each
+        batch of up to ``MAX_LINES_PER_BATCH`` lines.
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)
@@ -222,13 +226,15 @@ class Writer:
             prime = self.style(style).prime
         lines = render.wrap(text, width)
         started = time.perf_counter()
-        strokes_per_line = self._sample_lines(lines, bias, seed, prime)
+        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress)
         page = page or render.PageStyle()
         placed = render.place_lines(strokes_per_line, page)
         meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
         return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
 
-    def _sample_lines(self, lines: list[str], bias: float, seed: int, prime: Prime | None) -> list[list[np.ndarray]]:
+    def _sample_lines(
+        self, lines: list[str], bias: float, seed: int, prime: Prime | None, progress: Callable[[int], None] | None
+    ) -> list[list[np.ndarray]]:
         """Strokes (whiteboard units) per line; blank lines get none."""
         todo = [i for i, line in enumerate(lines) if line.strip()]
         out: list[list[np.ndarray]] = [[] for _ in lines]
@@ -237,5 +243,7 @@ class Writer:
             sampled = sample(self.model, [lines[i] for i in chunk], bias=bias, seed=seed + start, prime=prime)
             for i, offsets in zip(chunk, sampled):
                 out[i] = ink.offsets_to_strokes(ink.denormalise(offsets, self.stats))
+            if progress:
+                progress(len(chunk))
         return out
 

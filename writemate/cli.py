@@ -186,7 +186,7 @@ def _page_style(args):
 
 
 def cmd_write(args) -> int:
-    from writemate import api, loading
+    from writemate import api, loading, render
 
     from writemate.alphabet import AlphabetError
 
@@ -207,6 +207,7 @@ def cmd_write(args) -> int:
     if args.width < 5:
         raise UsageError("--width must be at least 5 characters")
     writer = loading.load(args.model)
+    lines = sum(1 for line in render.wrap(text, args.width) if line.strip())
     result = writer.write(
         text,
         style=args.style,
@@ -217,6 +218,7 @@ def cmd_write(args) -> int:
         prime_text=args.prime_text,
         replace_unknown=args.replace_unknown,
         page=page,
+        progress=_line_progress(lines) if lines > api.MAX_LINES_PER_BATCH else None,  # one batch: no steps to show
     )
     result.save(args.output)
     return 0

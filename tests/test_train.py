@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from test_synthesis import TINY, random_lines
 from writemate import checkpoint
 from writemate.models.synthesis import Synthesis, SynthesisTask
 from writemate.errors import Interrupted
-from writemate.train import TrainConfig, Trainer, keep_freed_memory, stop_on_signals
+from writemate.train import TrainConfig, Trainer, keep_freed_memory, release_freed_memory, stop_on_signals
 
 
 class Killed(Exception):
@@ -133,11 +134,19 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+def resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc options are glibc's")
-def test_glibc_accepts_the_memory_settings():
+def test_kept_memory_stays_resident_until_released():
     assert keep_freed_memory()
-    big = torch.empty(64 * 2**20 // 4)  # 64 MB: from the kept heap now, and freed back into it
+    big = torch.ones(256 * 2**20 // 4)  # 256 MB, touched: from the kept heap now
+    before_free = resident_mb()
     del big
+    assert resident_mb() > before_free - 64  # freed, but kept by the process
+    assert release_freed_memory()
+    assert resident_mb() < before_free - 192  # handed back
 
 
 def test_a_resumed_run_keeps_its_learning_rate_unless_given(tmp_path):

@@ -133,6 +133,15 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (its malloc tuning calls are used below), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back.
 
@@ -144,9 +153,8 @@ def keep_freed_memory() -> bool:
     ~4.3-5.0 s (benchmarks/synthesis_speed.py --data DIR). Returns False where the C library
     is not glibc, and changes nothing there.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # from glibc's malloc.h
     most = 2**31 - 1  # mallopt takes a C int
@@ -166,11 +174,10 @@ def release_freed_memory() -> bool:
     step fault its pages in again (~1 s), so the trainer does it at each checkpoint.
     Returns False where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return False
+    libc.malloc_trim(0)
     return True
 
 

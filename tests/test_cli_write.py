@@ -137,3 +137,17 @@ def test_styles_command(tiny_writer_dir, tmp_path, capsys):
     assert (tmp_path / "p.png").exists()
     assert cli.main(["styles", "--model", str(tiny_writer_dir), "--preview", str(tmp_path / "p.txt")]) == 2
     assert "ending in .png" in capsys.readouterr().err and not (tmp_path / "p.txt").exists()
+
+
+def test_evaluate_endings_json(iam_dir, tiny_writer_dir, capsys):
+    args = ["evaluate", "endings", "--data", iam_dir, "--model", tiny_writer_dir, "--split", "all", "--limit", "4"]
+    assert cli.main([*map(str, args), "--bias", "0", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["lines"] == 4 and [row["bias"] for row in result["biases"]] == [0, 2]
+    for row in result["biases"]:
+        assert len(row["capped"]) == round((1 - row["ended"]) * 4)
+        assert all(line["text"].startswith("Line ") for line in row["capped"])
+    assert cli.main(list(map(str, args))) == 0
+    assert "of lines end before the step cap" in capsys.readouterr().out
+    assert cli.main([*map(str, args), "--bias", "-1"]) == 2
+    assert "bias" in capsys.readouterr().err

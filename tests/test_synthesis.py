@@ -17,10 +17,13 @@ from writemate.models.synthesis import (
     WINDOW_CUTOFF,
     WindowLayer,
     WindowState,
+    lines_ended,
     evaluate_lines,
     gaussian,
     lines_to_tensors,
     sample,
+    sample_batch,
+    step_cap,
 )
 
 TINY = SynthesisConfig(hidden=16, layers=3, window_mixtures=2, mixtures=3)
@@ -216,6 +219,43 @@ def test_sampling_is_seeded_and_ends():
     assert not np.array_equal(a[0], c[0])
     assert len(a[0]) <= 8 * 5 + 21 and len(a[1]) <= 1 * 5 + 21  # the step cap holds
     assert a[0].shape[1] == 3 and a[0][0].tolist() == [0, 0, 0]
+
+
+def steered(window_speed: float) -> Synthesis:
+    """A tiny model whose window moves ``exp(window_speed) / kappa_scale`` characters per point
+    and whose pen lifts after almost every point (the end-of-stroke logit is +20)."""
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    k = TINY.window_mixtures
+    with torch.no_grad():
+        model.window.weight.zero_()
+        model.window.bias[2 * k :].fill_(window_speed)  # kappa_hat, eq. 49
+        model.output.weight[0].zero_()
+        model.output.bias[0] = 20.0
+    return model
+
+
+def test_lines_ended_tells_lines_that_end_from_lines_stopped_by_the_cap():
+    texts = ["hello", "a line", "x", "Quiz 42 is late"]
+    assert lines_ended(steered(math.log(TINY.kappa_scale * 2)), texts, bias=1.0).all()  # 2 characters a point
+    assert not lines_ended(steered(-30.0), texts, bias=1.0).any()  # the window never moves
+    stalled = steered(-30.0)
+    lines = sample(stalled, texts, bias=1.0)
+    assert [len(line) - 1 for line in lines] == [step_cap(len(t)) for t in texts]
+
+
+def test_retries_write_again_only_the_lines_stopped_by_the_cap():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)  # untrained, ~25 points a character: with a cap of 10, some lines end, some not
+    texts = ["hello", "a line", "x", "Quiz 42 is late", "ok", "mm"]
+    first = sample_batch(model, texts, np.full(len(texts), 0.5), seed=1, steps_per_char=10)
+    assert first.ended.any() and not first.ended.all()
+    capped = [t for t, e in zip(texts, first.ended) if not e]
+    again = sample_batch(model, capped, np.full(len(capped), 0.5), seed=2, steps_per_char=10)
+    retried = sample(model, texts, bias=0.5, seed=1, steps_per_char=10, retries=1)
+    redone = iter(again.lines)
+    for line, ended, old in zip(retried, first.ended, first.lines):
+        np.testing.assert_array_equal(line, old if ended else next(redone))
 
 
 def test_primed_sampling_returns_only_new_ink_and_window_weights():

@@ -54,7 +54,7 @@ def test_run_folder_outputs(tmp_path):
     state = trainer.fit()
     assert state.epoch == 2 and len(state.history) == 2
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
-    assert {r["metric"] for r in rows if r["split"] == "val"} == {"val_nll", "val_sse"}
+    assert {r["metric"] for r in rows if r["split"] == "val"} == {"val_nll", "val_sse", "val_ended"}
     best = checkpoint.read_config(tmp_path / "run" / "best")
     assert best["family"] == "synthesis" and "val_nll" in best["metrics"]
     model = Synthesis(TINY)

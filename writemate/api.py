@@ -23,6 +23,9 @@ from writemate.models.synthesis import Prime, Synthesis, SynthesisConfig, sample
 
 STYLES_FILE = "styles.json"
 MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
+# A line that runs to the step cap has lost its place in its text (about 1 line in 20-30 of the
+# bundled model at bias 0.75-1, docs/synthesis.md); it is written again, up to this many times.
+RETRIES = 2
 # A user's ink is scaled so that one character is this wide, as in IAM-OnDB
 # (median line width / characters), and resampled to the data's point spacing.
 UNITS_PER_CHAR = 185.0
@@ -204,6 +207,7 @@ class Writer:
         replace_unknown: bool = False,
         page: render.PageStyle | None = None,
         progress: Callable[[int], None] | None = None,
+        retries: int = RETRIES,
     ) -> Handwriting:
         """Write ``text`` (any length: it is wrapped to ``width`` characters a line).
 
@@ -212,7 +216,9 @@ class Writer:
         for legibility (0: as sampled, 1-2: neater). Raises AlphabetError for
         characters outside the alphabet unless ``replace_unknown``.
         ``progress`` is called with the number of lines written after each
-        batch of up to ``MAX_LINES_PER_BATCH`` lines.
+        batch of up to ``MAX_LINES_PER_BATCH`` lines. A line that loses its
+        place in the text (it reaches the step cap) is written again with
+        another seed, up to ``retries`` times.
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)
@@ -226,21 +232,27 @@ class Writer:
             prime = self.style(style).prime
         lines = render.wrap(text, width)
         started = time.perf_counter()
-        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress)
+        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries)
         page = page or render.PageStyle()
         placed = render.place_lines(strokes_per_line, page)
         meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
         return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
 
     def _sample_lines(
-        self, lines: list[str], bias: float, seed: int, prime: Prime | None, progress: Callable[[int], None] | None
+        self,
+        lines: list[str],
+        bias: float,
+        seed: int,
+        prime: Prime | None,
+        progress: Callable[[int], None] | None,
+        retries: int,
     ) -> list[list[np.ndarray]]:
         """Strokes (whiteboard units) per line; blank lines get none."""
         todo = [i for i, line in enumerate(lines) if line.strip()]
         out: list[list[np.ndarray]] = [[] for _ in lines]
         for start in range(0, len(todo), MAX_LINES_PER_BATCH):
             chunk = todo[start : start + MAX_LINES_PER_BATCH]
-            sampled = sample(self.model, [lines[i] for i in chunk], bias=bias, seed=seed + start, prime=prime)
+            sampled = sample(self.model, [lines[i] for i in chunk], bias=bias, seed=seed + start, prime=prime, retries=retries)
             for i, offsets in zip(chunk, sampled):
                 out[i] = ink.offsets_to_strokes(ink.denormalise(offsets, self.stats))
             if progress:

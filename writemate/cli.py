@@ -266,6 +266,23 @@ def cmd_evaluate_synthesis(args) -> int:
     return 0
 
 
+def cmd_evaluate_endings(args) -> int:
+    from writemate import evaluate, loading
+
+    writer = loading.load(args.model)
+    lines = min(evaluate.line_count(args.data, args.split), args.limit or 10**9)
+    result = evaluate.synthesis_endings(writer, args.data, args.bias, _line_progress(lines * len(args.bias)), args.limit, args.split, args.seed)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"lines: {result['lines']} ({result['split']} split), seed {result['seed']}")
+    for row in result["biases"]:
+        print(f"bias {row['bias']:g}: {100 * row['ended']:.1f} % of lines end before the step cap")
+        for line in row["capped"]:
+            print(f"  capped: {line['id']}: {line['text']}")
+    return 0
+
+
 def add_evaluation_options(t: argparse.ArgumentParser) -> None:
     """Options shared by `writemate evaluate synthesis` and `evaluate prediction`."""
     from writemate.evaluate import SPLITS
@@ -334,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
     add_evaluation_options(t)
     t.set_defaults(func=cmd_evaluate_synthesis)
+    t = targets.add_parser("endings", help="share of sampled lines that end before the step cap, per bias (no recognizer needed)")
+    t.add_argument("--data", type=Path, required=True, help="folder holding the IAM-OnDB archives")
+    t.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
+    t.add_argument("--bias", type=float, nargs="+", default=[0.75, 1.0], help="biases to sample at (default 0.75 1)")
+    t.add_argument("--seed", type=whole_number, default=0)
+    add_evaluation_options(t)
+    t.set_defaults(func=cmd_evaluate_endings, split="validation")
 
     for name in COMMAND_MODULES:  # command groups that live beside their model family
         module = importlib.import_module(name)

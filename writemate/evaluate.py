@@ -10,7 +10,7 @@ import numpy as np
 
 from writemate import alphabet, ink
 from writemate.data import iam_ondb
-from writemate.models import prediction, synthesis
+from writemate.models import mdn, prediction, synthesis
 
 SPLITS = ("all", "validation", "training")
 
@@ -68,6 +68,38 @@ def synthesis_nll(
     started = time.perf_counter()
     result = synthesis.evaluate_lines(writer.model, offsets, texts, progress=progress)
     return _report(result, prepared, offsets, started)
+
+
+def synthesis_endings(
+    writer,
+    data: Path,
+    biases: list[float],
+    progress: Callable[[int], None] | None = None,
+    limit: int = 0,
+    split: str = "validation",
+    seed: int = 0,
+) -> dict:
+    """How often unprimed samples of the transcriptions of ``split`` end by the paper's rule, per bias.
+
+    A line that runs to the step cap has lost its place in its text (scribble,
+    stalls). Needs no recognizer, so it can choose between checkpoints
+    cheaply; ``evaluate legibility`` measures more. Returns ``{"lines",
+    "split", "seed", "biases": [{"bias", "ended", "capped"}]}``: ``ended`` is a
+    fraction, ``capped`` lists the ids and texts of the lines that hit the cap.
+    """
+    ids, texts, _ = _transcribed_lines(data, split, limit)
+    if not texts:
+        raise iam_ondb.DatasetError(f"{data}: no transcribed lines in the {split} split")
+    started = time.perf_counter()
+    rows = []
+    for bias in biases:
+        mdn.check_bias_and_seed(bias, seed)
+        ended = synthesis.lines_ended(writer.model, texts, bias, seed)
+        capped = [{"id": ids[i], "text": texts[i]} for i in np.flatnonzero(~ended)]
+        rows.append({"bias": bias, "ended": float(ended.mean()), "capped": capped})
+        if progress:
+            progress(len(texts))
+    return {"lines": len(texts), "split": split, "seed": seed, "biases": rows, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def prediction_nll(

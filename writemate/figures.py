@@ -93,7 +93,9 @@ def trace(writer, text: str, prediction=None, bias: float = 0.75, seed: int = 0)
     ``prediction`` is an optional :class:`writemate.scribble.Scribbler`.
     """
     mdn.check_bias_and_seed(bias, seed)
-    offsets = synthesis.sample(writer.model, [text], bias=bias, seed=seed)[0]  # (T, 3) normalised
+    from writemate.api import RETRIES  # the line `writemate write` would write
+
+    offsets = synthesis.sample(writer.model, [text], bias=bias, seed=seed, retries=RETRIES)[0]  # (T, 3) normalised
     raw = ink.denormalise(offsets, writer.stats)
     chars = torch.as_tensor([alphabet.encode(text)])  # (1, U)
     chars_mask = torch.ones_like(chars, dtype=torch.bool)

@@ -321,7 +321,10 @@ class SynthesisTask:
 
     def evaluate(self, model: Synthesis) -> dict[str, float]:
         result = evaluate_lines(model, self.val_x, self.val_text)
-        return {"val_nll": result["nll"], "val_sse": result["sse"]}
+        # Lower NLL alone does not choose a model that samples well (docs/synthesis.md): also
+        # record how many of the first validation texts a biased sample writes to their end.
+        texts = [alphabet.decode(t) for t in self.val_text[:ENDING_CHECK_LINES]]
+        return {"val_nll": result["nll"], "val_sse": result["sse"], "val_ended": float(lines_ended(model, texts, bias=1.0).mean())}
 
 
 # -- sampling --------------------------------------------------------------------
@@ -393,30 +396,93 @@ def linear(x: np.ndarray, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarra
     return torch.addmm(bias, torch.from_numpy(x), weight).numpy()
 
 
-@torch.inference_mode()
+STEPS_PER_CHAR = 40  # the step cap per character; the data average about 25 points per character
+ENDING_CHECK_LINES = 64  # validation texts sampled at each validation during training
+
+
+def step_cap(characters, steps_per_char: int = STEPS_PER_CHAR):
+    """The most points :func:`sample` writes for a text of ``characters`` characters (int or array)."""
+    return np.maximum(characters, 1) * steps_per_char + 20
+
+
+def lines_ended(model: Synthesis, texts: list[str], bias: float, seed: int = 0, batch: int = 32) -> np.ndarray:
+    """Whether each of ``texts``, sampled unprimed, ends by the paper's rule before the step cap: bool (N,).
+
+    A line stopped by the cap has lost its place in the text: it scribbles on
+    after the text or stalls. Lines are sampled ``batch`` at a time, with seeds
+    ``seed``, ``seed + batch``, ... as :meth:`Writer.write` does, but never
+    retried: this measures the model, not what users get.
+    """
+    ended = []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        ended.append(sample_batch(model, chunk, np.full(len(chunk), bias), seed + start).ended)
+    return np.concatenate(ended) if ended else np.zeros(0, dtype=bool)
+
+
+@dataclass
+class Samples:
+    """What one batch of :func:`sample_batch` wrote."""
+
+    lines: list[np.ndarray]  # per text, normalised offsets (T_i, 3), the first row where the pen starts
+    ended: np.ndarray  # (N,) bool: the line ended by the paper's rule, not at the step cap
+    phis: list[np.ndarray] | None = None  # per text, window weights (T_i, U_i), if asked for
+
+
 def sample(
     model: Synthesis,
     texts: list[str],
     bias: float | list[float] = 0.0,
     seed: int = 0,
     prime: Prime | None = None,
-    steps_per_char: int = 40,
+    steps_per_char: int = STEPS_PER_CHAR,
     return_phi: bool = False,
+    retries: int = 0,
 ):
     """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
-    the first row where the pen starts.
+    the first row where the pen starts (and, with ``return_phi``, each line's window weights).
+
+    A line stopped by the step cap has lost its place in its text (it
+    scribbles on, or stalls on a letter); with ``retries``, such lines are
+    written again, together, with seeds ``seed + 1``, ``seed + 2``, ... up to
+    that many times, and the last attempt is kept. See :func:`sample_batch`.
+    """
+    biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
+    result = sample_batch(model, texts, biases, seed, prime, steps_per_char, return_phi)
+    for attempt in range(1, retries + 1):
+        again = np.flatnonzero(~result.ended)
+        if not len(again):
+            break
+        redo = sample_batch(model, [texts[i] for i in again], biases[again], seed + attempt, prime, steps_per_char, return_phi)
+        for j, i in enumerate(again):
+            result.lines[i] = redo.lines[j]
+            result.ended[i] = redo.ended[j]
+            if return_phi:
+                result.phis[i] = redo.phis[j]
+    return (result.lines, result.phis) if return_phi else result.lines
+
+
+@torch.inference_mode()
+def sample_batch(
+    model: Synthesis,
+    texts: list[str],
+    biases: np.ndarray,
+    seed: int = 0,
+    prime: Prime | None = None,
+    steps_per_char: int = STEPS_PER_CHAR,
+    return_phi: bool = False,
+) -> Samples:
+    """Write every text of ``texts`` as one batch, ``biases`` (N,) one per text.
 
     A line ends when the window has moved past its last character (Graves
     2013 section 5: phi at position U+1 exceeds phi at every character) and
     the pen has lifted, or after ``steps_per_char`` points per character.
     With ``prime``, the network first reads the primed line with its text
     (teacher forcing), then writes ``texts`` in the same hand.
-    With ``return_phi``, also returns each line's window weights (T_i, U_i).
     """
     model.eval()
     n = len(texts)
     rng = np.random.default_rng(seed)
-    biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * n, dtype=np.float64)
     prefix = (prime.text + " ") if prime is not None else ""
     encoded = [alphabet.encode(prefix + t) for t in texts]
     text, text_mask = batching.pad([np.asarray(e, dtype=np.int64) for e in encoded], dtype=torch.long)
@@ -429,12 +495,13 @@ def sample(
         _, state = model(primed[:, :-1], text, text_mask, state)
         x = primed[:, -1].numpy().copy()
     stepper = Stepper(model, text, text_mask, state)
-    max_steps = np.maximum(ends - len(prefix), 1) * steps_per_char + 20
+    max_steps = step_cap(ends - len(prefix), steps_per_char)
     characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (B, U + 1), the end position masked out
     rows = np.arange(n)
     points, phis = [], []
     lengths = np.zeros(n, dtype=np.int64)  # points written when the line ended; 0 while it runs
     past_end = np.zeros(n, dtype=bool)
+    by_rule = np.zeros(n, dtype=bool)  # the line ended by the paper's rule, not at the cap
     while not (lengths > 0).all():
         y, phi = stepper.step(x)
         x = mdn.sample(y, biases, rng)  # (B, 3)
@@ -442,13 +509,16 @@ def sample(
         points.append(x)
         if return_phi:
             phis.append(phi)
-        ended = (lengths == 0) & ((past_end & (x[:, 2] > 0.5)) | (len(points) >= max_steps))
+        finished = past_end & (x[:, 2] > 0.5)
+        ended = (lengths == 0) & (finished | (len(points) >= max_steps))
         lengths[ended] = len(points)
+        by_rule[ended] = finished[ended]
     written = np.concatenate([np.zeros((n, 1, 3), dtype=np.float32), np.stack(points, 1)], 1)  # (B, 1 + T, 3)
     # Unprimed, the ink starts with the pen down at the origin. Primed, the origin is the prime's
     # last point, where the pen lifted: the move to the first new point is not ink.
     lines = [written[i, int(continues) : 1 + lengths[i]] for i in range(n)]
+    result = Samples(lines=lines, ended=by_rule)
     if return_phi:
         window = np.stack(phis, 1)  # (B, T, U + 1)
-        return lines, [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]
-    return lines
+        result.phis = [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]
+    return result

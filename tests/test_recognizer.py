@@ -412,7 +412,7 @@ def test_evaluate_legibility_json(iam_dir, tiny_recognizer_dir, tmp_path, capsys
     ]
     assert cli.main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["lines"] == 3 and result["bias"] == 1 and result["style"] == 1
+    assert result["lines"] == 3 and result["bias"] == 1 and result["style"] == 1 and result["retries"] == 2
     assert set(result["generated"]) == set(result["real"]) == {"cer", "wer"}
     assert 0 <= result["failure_rate"] <= 1 and len(result["worst"]) == 3
     assert cli.main([*args[:-3], "--style", "9"]) == 2

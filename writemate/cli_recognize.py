@@ -189,6 +189,7 @@ def cmd_evaluate_legibility(args) -> int:
         args.style,
         args.seed,
         args.beam or 0,
+        retries=args.retries,
     )
     if args.json:
         print(json.dumps(result))
@@ -196,7 +197,7 @@ def cmd_evaluate_legibility(args) -> int:
     g, r = result["generated"], result["real"]
     print(
         f"lines:         {result['lines']} ({result['split']}), bias {result['bias']:g}, style {result['style']}, "
-        f"read by {result['decoder']}"
+        f"retries {result['retries']}, read by {result['decoder']}"
     )
     print(f"generated:     CER {100 * g['cer']:.2f} %  WER {100 * g['wer']:.2f} %")
     print(f"real:          CER {100 * r['cer']:.2f} %  WER {100 * r['wer']:.2f} %")
@@ -251,6 +252,9 @@ def add_evaluate_targets(targets) -> None:
     t.add_argument("--style", type=int, help="bundled style number (default: unprimed)")
     t.add_argument("--seed", type=whole_number, default=0)
     t.add_argument("--writer", default=SYNTHESIS, help="synthesis model: bundled name or model folder")
+    t.add_argument(
+        "--retries", type=whole_number, default=None, help="rewrite lines that reach the step cap up to N times (default: as writemate write, 2)"
+    )
     t.add_argument("--beam", type=int, default=0, help="read with beam search of this width (default 0: best path)")
     add_decoding_options(t)
     add_evaluation_options(t)

@@ -187,6 +187,7 @@ def legibility(
     beam: int = 0,
     failure_cer: float = 0.25,
     batch: int = 32,
+    retries: int | None = None,
 ) -> dict:
     """How well the recognizer reads the synthesis model's writing of each line's text, beside the real line.
 
@@ -196,10 +197,12 @@ def legibility(
     than a language model's guesses), and CER/WER of both are reported with
     the failure rate: the share of generated lines whose CER exceeds
     ``failure_cer`` (skipped words, scribble after the text). ``worst`` lists
-    the five generated lines read worst.
+    the five generated lines read worst. ``retries`` (default: what
+    ``writemate write`` does) rewrites lines that reach the step cap.
     """
-    from writemate import metrics
+    from writemate import api, metrics
 
+    retries = api.RETRIES if retries is None else retries
     ids, texts, real = _transcribed_lines(data, split, limit)
     if not texts:
         raise iam_ondb.DatasetError(f"{data}: no transcribed lines in the {split} split")
@@ -208,7 +211,7 @@ def legibility(
     width = max(len(t) for t in texts) + 1  # one text line stays one written line
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        page = writer.write("\n".join(chunk), style=style, bias=bias, seed=seed + start, width=width)
+        page = writer.write("\n".join(chunk), style=style, bias=bias, seed=seed + start, width=width, retries=retries)
         if len(page.lines) != len(chunk):
             raise RuntimeError(f"wrote {len(page.lines)} lines for {len(chunk)} texts")
         generated.extend(page.lines)
@@ -224,6 +227,7 @@ def legibility(
         "bias": bias,
         "style": style,
         "seed": seed,
+        "retries": retries,
         "decoder": f"beam {beam}" if beam else "best path",
         "generated": metrics.error_rates(texts, read_generated),
         "real": metrics.error_rates(texts, read_real),

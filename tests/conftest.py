@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from writemate.models.recognizer import RecognizerConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -155,3 +157,32 @@ def fit_steps(task, model: torch.nn.Module, batch, steps: int, lr: float = 1e-2)
         loss.backward()
         optimizer.step()
     return losses
+
+
+TINY_RECOGNIZER = RecognizerConfig(hidden=8, layers=2, subsample=2, dropout=0.0)
+
+
+def make_tiny_recognizer_folder(folder, seed=0, with_lm=False):
+    """A randomly initialised tiny recognizer; its outputs are made peaky, as a trained network's are."""
+    from writemate import checkpoint
+    from writemate.models import recognizer as rec
+    from writemate.models.language import LanguageModel, LanguageModelConfig
+    from writemate.recognize import DecodingConfig
+
+    torch.manual_seed(seed)
+    model = rec.RecognitionNetwork(TINY_RECOGNIZER)
+    with torch.no_grad():
+        model.output.weight.mul_(30)
+    config = {"model": TINY_RECOGNIZER.to_dict(), "decoding": DecodingConfig(beam=4).to_dict()}
+    checkpoint.save_model(folder, model, rec.FAMILY, config)
+    if with_lm:
+        symbols = ["\ufffd", "\n", " "] + list("abcdefghijklmnopqrstuvwxyz")
+        lm_config = LanguageModelConfig(vocab_size=len(symbols), embedding=4, hidden=8)
+        meta = {"model": lm_config.to_dict(), "vocabulary": {"level": "char", "symbols": symbols}, "bptt": 20}
+        checkpoint.save_model(folder / "lm", LanguageModel(lm_config), "language-model", meta)
+    return folder
+
+
+@pytest.fixture
+def tiny_recognizer_dir(tmp_path):
+    return make_tiny_recognizer_folder(tmp_path / "tiny-recognizer")

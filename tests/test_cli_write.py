@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -151,3 +152,45 @@ def test_evaluate_endings_json(iam_dir, tiny_writer_dir, capsys):
     assert "of lines end before the step cap" in capsys.readouterr().out
     assert cli.main([*map(str, args), "--bias", "-1"]) == 2
     assert "bias" in capsys.readouterr().err
+
+
+def points(line):
+    return sum(len(stroke) for stroke in line)
+
+
+class ReadsEvenLines:
+    """A stand-in recognizer: reads a line as ``text`` when it has an even number of points, else as nothing."""
+
+    def __init__(self, text):
+        self.text = text
+        self.lines_read = 0
+
+    def read_lines(self, lines, beam=None):
+        self.lines_read += len(lines)
+        return [SimpleNamespace(text=self.text if points(line) % 2 == 0 else "") for line in lines]
+
+
+def test_check_rewrites_the_lines_the_recognizer_misreads(tiny_writer_dir):
+    writer = loading.load(tiny_writer_dir)
+    text = "\n".join(["hello"] * 6)
+    plain = writer.write(text, seed=3, check=False)
+    writer.checker = ReadsEvenLines("hello")
+    checked = writer.write(text, seed=3)
+    assert any(points(line) % 2 for line in plain.lines)  # some lines to rewrite
+    for before, after in zip(plain.lines, checked.lines):
+        if points(before) % 2 == 0:  # read right the first time: kept
+            assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert sum(points(line) % 2 == 0 for line in checked.lines) > sum(points(line) % 2 == 0 for line in plain.lines)
+    assert writer.checker.lines_read <= 6 * (1 + api.RETRIES)
+    writer.checker.lines_read = 0
+    writer.write(text, seed=3, check=False)
+    assert writer.checker.lines_read == 0
+
+
+def test_check_with_a_real_recognizer(tiny_writer_dir, tiny_recognizer_dir):
+    from writemate.recognize import Recognizer
+
+    writer = loading.load(tiny_writer_dir)
+    writer.checker = Recognizer.from_folder(tiny_recognizer_dir)
+    page = writer.write("one line\nand another", seed=1)
+    assert len(page.lines) == 2 and all(page.lines)

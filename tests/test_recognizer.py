@@ -8,42 +8,28 @@ import pytest
 pytestmark = pytest.mark.usefixtures("one_thread")
 import torch
 import torch.nn as nn
-from conftest import fake_line, fit_steps, iam_with_validation, line_xml, make_tiny_writer_folder
+from conftest import (
+    TINY_RECOGNIZER,
+    fake_line,
+    fit_steps,
+    iam_with_validation,
+    line_xml,
+    make_tiny_recognizer_folder,
+    make_tiny_writer_folder,
+)
 
-from writemate import alphabet, checkpoint, cli, ink, loading
+from writemate import alphabet, cli, ink, loading
 from writemate.data import inkml
 from writemate.models import recognizer as rec
-from writemate.models.language import LanguageModel, LanguageModelConfig
-from writemate.recognize import DecodingConfig, Recognizer, load_ink
+from writemate.recognize import Recognizer, load_ink
 
-TINY = rec.RecognizerConfig(hidden=8, layers=2, subsample=2, dropout=0.0)
+TINY = TINY_RECOGNIZER
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Prepared IAM-OnDB data goes to a temporary cache, not the user's home."""
     monkeypatch.setenv("WRITEMATE_CACHE", str(tmp_path / "cache"))
-
-
-def make_tiny_recognizer_folder(folder, seed=0, with_lm=False):
-    """A randomly initialised tiny recognizer; its outputs are made peaky, as a trained network's are."""
-    torch.manual_seed(seed)
-    model = rec.RecognitionNetwork(TINY)
-    with torch.no_grad():
-        model.output.weight.mul_(30)
-    config = {"model": TINY.to_dict(), "decoding": DecodingConfig(beam=4).to_dict()}
-    checkpoint.save_model(folder, model, rec.FAMILY, config)
-    if with_lm:
-        symbols = ["\ufffd", "\n", " "] + list("abcdefghijklmnopqrstuvwxyz")
-        lm_config = LanguageModelConfig(vocab_size=len(symbols), embedding=4, hidden=8)
-        meta = {"model": lm_config.to_dict(), "vocabulary": {"level": "char", "symbols": symbols}, "bptt": 20}
-        checkpoint.save_model(folder / "lm", LanguageModel(lm_config), "language-model", meta)
-    return folder
-
-
-@pytest.fixture
-def tiny_recognizer_dir(tmp_path):
-    return make_tiny_recognizer_folder(tmp_path / "tiny-recognizer")
 
 
 def two_lines(rng, chars=(5, 4), spacing=700.0):
@@ -414,7 +400,9 @@ def test_evaluate_legibility_json(iam_dir, tiny_recognizer_dir, tmp_path, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["lines"] == 3 and result["bias"] == 1 and result["style"] == 1 and result["retries"] == 2
     assert set(result["generated"]) == set(result["real"]) == {"cer", "wer"}
-    assert 0 <= result["failure_rate"] <= 1 and len(result["worst"]) == 3
+    assert 0 <= result["failure_rate"] <= 1 and len(result["worst"]) == 3 and result["check"] is False
+    assert cli.main([*args, "--check"]) == 0  # misread lines rewritten, as `writemate write` does
+    assert json.loads(capsys.readouterr().out)["check"] is True
     assert cli.main([*args[:-3], "--style", "9"]) == 2
     assert "no style 9" in capsys.readouterr().err
 

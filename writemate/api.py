@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from writemate import alphabet, checkpoint, ink, render
+from writemate import alphabet, checkpoint, ink, loading, metrics, render
 from writemate.errors import WritemateError
 from writemate.models import mdn
 from writemate.models.synthesis import Prime, Synthesis, SynthesisConfig, sample
@@ -26,6 +26,11 @@ MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several 
 # A line that runs to the step cap has lost its place in its text (about 1 line in 20-30 of the
 # bundled model at bias 0.75-1, docs/synthesis.md); it is written again, up to this many times.
 RETRIES = 2
+# With a recognizer (the bundled one when installed), each written line is read back and a line
+# read with a character error rate above this (the failure threshold of `evaluate legibility`)
+# is written again with other seeds, up to RETRIES times; the attempt read best is kept.
+MAX_LINE_CER = 0.25
+CHECK_SEED_STEP = 1000  # the n-th rewrite of a chunk uses seed + n * CHECK_SEED_STEP
 # A user's ink is scaled so that one character is this wide, as in IAM-OnDB
 # (median line width / characters), and resampled to the data's point spacing.
 UNITS_PER_CHAR = 185.0
@@ -165,11 +170,14 @@ def read_prime_file(path: Path) -> list[np.ndarray]:
 class Writer:
     """A ready synthesis model with its styles. Make one with ``writemate.load()``."""
 
-    def __init__(self, model: Synthesis, stats: ink.OffsetStats, styles: list[Style], info: dict):
+    def __init__(self, model: Synthesis, stats: ink.OffsetStats, styles: list[Style], info: dict, checker=None):
         self.model = model.eval()
         self.stats = stats
         self.styles = styles
         self.info = info
+        # A Recognizer that reads written lines back (see ``write(check=...)``); when None, the
+        # bundled recognizer is loaded on the first checked write, if it is installed.
+        self.checker = checker
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Writer":
@@ -208,6 +216,7 @@ class Writer:
         page: render.PageStyle | None = None,
         progress: Callable[[int], None] | None = None,
         retries: int = RETRIES,
+        check: bool = True,
     ) -> Handwriting:
         """Write ``text`` (any length: it is wrapped to ``width`` characters a line).
 
@@ -218,7 +227,10 @@ class Writer:
         ``progress`` is called with the number of lines written after each
         batch of up to ``MAX_LINES_PER_BATCH`` lines. A line that loses its
         place in the text (it reaches the step cap) is written again with
-        another seed, up to ``retries`` times.
+        another seed, up to ``retries`` times. With ``check`` and a recognizer
+        (``self.checker``, or the bundled one), every line is also read back,
+        and one read with a character error rate above ``MAX_LINE_CER`` is
+        written again, up to ``retries`` times, keeping the attempt read best.
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)
@@ -232,11 +244,17 @@ class Writer:
             prime = self.style(style).prime
         lines = render.wrap(text, width)
         started = time.perf_counter()
-        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries)
+        checker = self._checker() if check else None
+        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries, checker)
         page = page or render.PageStyle()
         placed = render.place_lines(strokes_per_line, page)
         meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
         return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
+
+    def _checker(self):
+        if self.checker is None and "recognizer" in loading.bundled():
+            self.checker = loading.load("recognizer")
+        return self.checker
 
     def _sample_lines(
         self,
@@ -246,16 +264,38 @@ class Writer:
         prime: Prime | None,
         progress: Callable[[int], None] | None,
         retries: int,
+        checker,
     ) -> list[list[np.ndarray]]:
         """Strokes (whiteboard units) per line; blank lines get none."""
         todo = [i for i, line in enumerate(lines) if line.strip()]
         out: list[list[np.ndarray]] = [[] for _ in lines]
         for start in range(0, len(todo), MAX_LINES_PER_BATCH):
             chunk = todo[start : start + MAX_LINES_PER_BATCH]
-            sampled = sample(self.model, [lines[i] for i in chunk], bias=bias, seed=seed + start, prime=prime, retries=retries)
-            for i, offsets in zip(chunk, sampled):
-                out[i] = ink.offsets_to_strokes(ink.denormalise(offsets, self.stats))
+            texts = [lines[i] for i in chunk]
+            written = self._strokes(texts, bias, seed + start, prime, retries)
+            if checker is not None:
+                written = self._rewrite_misread(texts, written, checker, bias, seed + start, prime, retries)
+            for i, strokes in zip(chunk, written):
+                out[i] = strokes
             if progress:
                 progress(len(chunk))
         return out
 
+    def _strokes(self, texts: list[str], bias: float, seed: int, prime: Prime | None, retries: int) -> list[list[np.ndarray]]:
+        sampled = sample(self.model, texts, bias=bias, seed=seed, prime=prime, retries=retries)
+        return [ink.offsets_to_strokes(ink.denormalise(offsets, self.stats)) for offsets in sampled]
+
+    def _rewrite_misread(self, texts, written, checker, bias, seed, prime, retries) -> list[list[np.ndarray]]:
+        """Read every written line back with ``checker``; write again those it misreads."""
+        cers = [metrics.line_cer(t, r.text) for t, r in zip(texts, checker.read_lines(written, beam=0))]
+        for attempt in range(1, retries + 1):
+            again = [i for i, c in enumerate(cers) if c > MAX_LINE_CER]
+            if not again:
+                break
+            rewritten = self._strokes([texts[i] for i in again], bias, seed + attempt * CHECK_SEED_STEP, prime, retries)
+            readings = checker.read_lines(rewritten, beam=0)
+            for i, strokes, reading in zip(again, rewritten, readings):
+                cer = metrics.line_cer(texts[i], reading.text)
+                if cer < cers[i]:
+                    written[i], cers[i] = strokes, cer
+        return written

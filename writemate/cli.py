@@ -219,6 +219,7 @@ def cmd_write(args) -> int:
         replace_unknown=args.replace_unknown,
         page=page,
         progress=_line_progress(lines) if lines > api.MAX_LINES_PER_BATCH else None,  # one batch: no steps to show
+        check=not args.no_check,
     )
     result.save(args.output)
     return 0
@@ -334,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prime", type=Path, help="write in the hand of this line: IAM-OnDB line XML or Writemate JSON")
     p.add_argument("--prime-text", help="the text written in the --prime file")
     p.add_argument("--replace-unknown", action="store_true", help="replace characters outside the alphabet (é to e, curly quotes to straight)")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not read lines back with the bundled recognizer to rewrite the ones it misreads (faster)",
+    )
     add_page_options(p)
     p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
     p.set_defaults(func=cmd_write)

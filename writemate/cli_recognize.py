@@ -190,6 +190,7 @@ def cmd_evaluate_legibility(args) -> int:
         args.seed,
         args.beam or 0,
         retries=args.retries,
+        check=args.check,
     )
     if args.json:
         print(json.dumps(result))
@@ -197,7 +198,7 @@ def cmd_evaluate_legibility(args) -> int:
     g, r = result["generated"], result["real"]
     print(
         f"lines:         {result['lines']} ({result['split']}), bias {result['bias']:g}, style {result['style']}, "
-        f"retries {result['retries']}, read by {result['decoder']}"
+        f"retries {result['retries']}{', checked' if result['check'] else ''}, read by {result['decoder']}"
     )
     print(f"generated:     CER {100 * g['cer']:.2f} %  WER {100 * g['wer']:.2f} %")
     print(f"real:          CER {100 * r['cer']:.2f} %  WER {100 * r['wer']:.2f} %")
@@ -254,6 +255,11 @@ def add_evaluate_targets(targets) -> None:
     t.add_argument("--writer", default=SYNTHESIS, help="synthesis model: bundled name or model folder")
     t.add_argument(
         "--retries", type=whole_number, default=None, help="rewrite lines that reach the step cap up to N times (default: as writemate write, 2)"
+    )
+    t.add_argument(
+        "--check",
+        action="store_true",
+        help="also rewrite lines the recognizer misreads, as writemate write does (then it both chooses and judges)",
     )
     t.add_argument("--beam", type=int, default=0, help="read with beam search of this width (default 0: best path)")
     add_decoding_options(t)

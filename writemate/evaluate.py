@@ -188,6 +188,7 @@ def legibility(
     failure_cer: float = 0.25,
     batch: int = 32,
     retries: int | None = None,
+    check: bool = False,
 ) -> dict:
     """How well the recognizer reads the synthesis model's writing of each line's text, beside the real line.
 
@@ -198,7 +199,11 @@ def legibility(
     the failure rate: the share of generated lines whose CER exceeds
     ``failure_cer`` (skipped words, scribble after the text). ``worst`` lists
     the five generated lines read worst. ``retries`` (default: what
-    ``writemate write`` does) rewrites lines that reach the step cap.
+    ``writemate write`` does) rewrites lines that reach the step cap. With
+    ``check``, lines are written as ``writemate write`` does with a
+    recognizer (``recognizer`` itself reads them back and misread lines are
+    rewritten); the same network then both chooses and judges the lines, so
+    the result shows what users get, not an independent measure.
     """
     from writemate import api, metrics
 
@@ -206,12 +211,16 @@ def legibility(
     ids, texts, real = _transcribed_lines(data, split, limit)
     if not texts:
         raise iam_ondb.DatasetError(f"{data}: no transcribed lines in the {split} split")
+    if check:
+        writer.checker = recognizer
     started = time.perf_counter()
     generated = []
     width = max(len(t) for t in texts) + 1  # one text line stays one written line
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        page = writer.write("\n".join(chunk), style=style, bias=bias, seed=seed + start, width=width, retries=retries)
+        page = writer.write(
+            "\n".join(chunk), style=style, bias=bias, seed=seed + start, width=width, retries=retries, check=check
+        )
         if len(page.lines) != len(chunk):
             raise RuntimeError(f"wrote {len(page.lines)} lines for {len(chunk)} texts")
         generated.extend(page.lines)
@@ -228,6 +237,7 @@ def legibility(
         "style": style,
         "seed": seed,
         "retries": retries,
+        "check": check,
         "decoder": f"beam {beam}" if beam else "best path",
         "generated": metrics.error_rates(texts, read_generated),
         "real": metrics.error_rates(texts, read_real),

@@ -22,6 +22,7 @@ def test_every_bundled_model_is_complete_and_small():
 
 def test_bundled_synthesis_writes_with_every_style():
     writer = writemate.load()
+    assert writer.bundled  # checks its lines with the bundled recognizer, when there is one
     assert len(writer.styles) >= 8
     assert len({s.name for s in writer.styles}) == len(writer.styles)
     for style in writer.styles:

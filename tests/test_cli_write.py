@@ -172,6 +172,7 @@ class ReadsEvenLines:
 
 def test_check_rewrites_the_lines_the_recognizer_misreads(tiny_writer_dir):
     writer = loading.load(tiny_writer_dir)
+    assert not writer.bundled and writer.checker is None  # a model of one's own is checked only when given a recognizer
     text = "\n".join(["hello"] * 6)
     plain = writer.write(text, seed=3, check=False)
     writer.checker = ReadsEvenLines("hello")

@@ -175,9 +175,11 @@ class Writer:
         self.stats = stats
         self.styles = styles
         self.info = info
-        # A Recognizer that reads written lines back (see ``write(check=...)``); when None, the
-        # bundled recognizer is loaded on the first checked write, if it is installed.
+        # A Recognizer that reads written lines back (see ``write(check=...)``). The bundled
+        # synthesis model, when this is None, loads the bundled recognizer (if installed) on its
+        # first checked write; other models are checked only when given one.
         self.checker = checker
+        self.bundled = False
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Writer":
@@ -192,7 +194,9 @@ class Writer:
         if styles_path.exists():
             for s in json.loads(styles_path.read_text()):
                 styles.append(Style(s["id"], s["name"], s["text"], np.asarray(s["offsets"], np.float32), s.get("bias", 0.75)))
-        return cls(model, stats, styles, meta)
+        writer = cls(model, stats, styles, meta)
+        writer.bundled = folder.resolve().parent == loading.WEIGHTS_DIR.resolve()
+        return writer
 
     def style(self, style: int | None) -> Style | None:
         if style is None:
@@ -228,7 +232,7 @@ class Writer:
         batch of up to ``MAX_LINES_PER_BATCH`` lines. A line that loses its
         place in the text (it reaches the step cap) is written again with
         another seed, up to ``retries`` times. With ``check`` and a recognizer
-        (``self.checker``, or the bundled one), every line is also read back,
+        (``self.checker``; for the bundled model, the bundled one), every line is also read back,
         and one read with a character error rate above ``MAX_LINE_CER`` is
         written again, up to ``retries`` times, keeping the attempt read best.
         """
@@ -252,7 +256,7 @@ class Writer:
         return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
 
     def _checker(self):
-        if self.checker is None and "recognizer" in loading.bundled():
+        if self.checker is None and self.bundled and "recognizer" in loading.bundled():
             self.checker = loading.load("recognizer")
         return self.checker
 

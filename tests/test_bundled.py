@@ -75,3 +75,24 @@ def test_bundled_spoken_digit_model_reads_recordings_together():
     assert len(predictions) == len(files) == 110
     correct = sum(p.label == p.true_label for p in predictions)
     assert correct >= 0.9 * len(files)  # theo was among the training speakers: this checks loading and features, not generalisation
+
+
+def test_bundled_recognizer_reads_validation_lines():
+    if "recognizer" not in writemate.bundled():
+        pytest.skip("the recognizer is not bundled yet")
+    from conftest import shared_data
+    from writemate import evaluate
+
+    recognizer = writemate.load("recognizer")
+    result = evaluate.recognizer_rates(recognizer, shared_data("iam-ondb"), split="validation", beam=4)
+    assert result["lines"] > 500
+    assert result["best_path"]["cer"] < 0.08  # never trained on: the validation split holds out whole text groups
+
+
+def test_bundled_writer_checks_its_lines_with_the_bundled_recognizer():
+    if "recognizer" not in writemate.bundled():
+        pytest.skip("the recognizer is not bundled yet")
+    writer = writemate.load()
+    page = writer.write("Hello there", seed=0, bias=1.0)
+    assert writer.checker is not None and page.lines
+    assert writemate.load("recognizer").read(page.strokes, beam=0).strip()

@@ -1,6 +1,6 @@
 """Synthesis speed: training throughput, sampling latency, peak memory.
 
-    python benchmarks/synthesis_speed.py [--model synthesis] [--data DIR] [--threads 2] [--bf16] [--default-malloc] [--no-check]
+    python benchmarks/synthesis_speed.py [--model synthesis] [--data DIR] [--threads 2] [--bf16] [--default-malloc] [--check]
 
 Training throughput: forward, loss, backward and an Adam step of the
 paper-size network on a batch of 32 lines. With ``--data`` (an IAM-OnDB
@@ -13,10 +13,10 @@ memory in the process (``writemate.train.keep_freed_memory``) unless
 ``--default-malloc``.
 
 Sampling uses ``--model`` (bundled by default) from a warm process: one
-30-character line and a 20-line page, as ``writemate write`` writes them: with
-the bundled model and a bundled recognizer, every line is read back and
-misread lines are written again (``read_back``; ``--no-check`` times writing
-alone). Results go to stdout as JSON, with the
+30-character line and a 20-line page, as ``writemate write`` writes them;
+with ``--check`` as ``writemate write --check`` does (with the bundled model
+and a bundled recognizer, every line is read back and misread lines are
+written again: ``read_back``). Results go to stdout as JSON, with the
 CPU model, thread count and the CPU time the hypervisor took for other machines
 meanwhile (``cpu_steal_percent``: compare runs only when it is low).
 """
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--data", help="IAM-OnDB folder: train on real lines from --model's weights")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc settings alone")
-    parser.add_argument("--no-check", action="store_true", help="time writing without reading lines back")
+    parser.add_argument("--check", action="store_true", help="time writing with the read-back check")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from writemate.train import keep_freed_memory
@@ -116,7 +116,7 @@ def main() -> None:
         model, tensors = train_batch(args.model, args.data, 32, 600)
         result["train_batch"] = list(tensors[0].shape[:2])
         result["train_points_per_s"] = round(train_throughput(model, tensors, args.train_steps, args.bf16))
-    result.update(sampling_seconds(args.model, args.repeats, check=not args.no_check))
+    result.update(sampling_seconds(args.model, args.repeats, check=args.check))
     result["peak_memory_mb"] = peak_memory_mb()
     result["cpu_steal_percent"] = steal_percent(before, cpu_times())
     print(json.dumps(result, indent=2))

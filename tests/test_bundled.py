@@ -93,6 +93,6 @@ def test_bundled_writer_checks_its_lines_with_the_bundled_recognizer():
     if "recognizer" not in writemate.bundled():
         pytest.skip("the recognizer is not bundled yet")
     writer = writemate.load()
-    page = writer.write("Hello there", seed=0, bias=1.0)
+    page = writer.write("Hello there", seed=0, bias=1.0, check=True)
     assert writer.checker is not None and page.lines
     assert writemate.load("recognizer").read(page.strokes, beam=0).strip()

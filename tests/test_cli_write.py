@@ -176,7 +176,7 @@ def test_check_rewrites_the_lines_the_recognizer_misreads(tiny_writer_dir):
     text = "\n".join(["hello"] * 6)
     plain = writer.write(text, seed=3, check=False)
     writer.checker = ReadsEvenLines("hello")
-    checked = writer.write(text, seed=3)
+    checked = writer.write(text, seed=3, check=True)
     assert any(points(line) % 2 for line in plain.lines)  # some lines to rewrite
     for before, after in zip(plain.lines, checked.lines):
         if points(before) % 2 == 0:  # read right the first time: kept
@@ -193,5 +193,11 @@ def test_check_with_a_real_recognizer(tiny_writer_dir, tiny_recognizer_dir):
 
     writer = loading.load(tiny_writer_dir)
     writer.checker = Recognizer.from_folder(tiny_recognizer_dir)
-    page = writer.write("one line\nand another", seed=1)
+    page = writer.write("one line\nand another", seed=1, check=True)
     assert len(page.lines) == 2 and all(page.lines)
+
+
+def test_write_check_option(tiny_writer_dir, tmp_path):
+    out = tmp_path / "a.svg"
+    assert cli.main(["write", "Hi there", "-o", str(out), "--model", str(tiny_writer_dir), "--check"]) == 0
+    assert out.stat().st_size > 100

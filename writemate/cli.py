@@ -219,7 +219,7 @@ def cmd_write(args) -> int:
         replace_unknown=args.replace_unknown,
         page=page,
         progress=_line_progress(lines) if lines > api.MAX_LINES_PER_BATCH else None,  # one batch: no steps to show
-        check=not args.no_check,
+        check=args.check,
     )
     result.save(args.output)
     return 0
@@ -336,9 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prime-text", help="the text written in the --prime file")
     p.add_argument("--replace-unknown", action="store_true", help="replace characters outside the alphabet (é to e, curly quotes to straight)")
     p.add_argument(
-        "--no-check",
+        "--check",
         action="store_true",
-        help="do not read lines back with the bundled recognizer to rewrite the ones it misreads (faster)",
+        help="read every line back with the bundled recognizer and rewrite the ones it misreads (more legible, about twice as slow)",
     )
     add_page_options(p)
     p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")

@@ -290,8 +290,17 @@ class Writer:
         sampled = sample(self.model, texts, bias=bias, seed=seed, prime=prime, retries=retries)
         return [ink.offsets_to_strokes(ink.denormalise(offsets, self.stats)) for offsets in sampled]
 
-    def _rewrite_misread(self, texts, written, checker, bias, seed, prime, retries) -> list[list[np.ndarray]]:
-        """Read every written line back with ``checker``; write again those it misreads."""
+    def _rewrite_misread(
+        self,
+        texts: list[str],
+        written: list[list[np.ndarray]],
+        checker,
+        bias: float,
+        seed: int,
+        prime: Prime | None,
+        retries: int,
+    ) -> list[list[np.ndarray]]:
+        """Read every written line back with ``checker`` (a Recognizer); write again those it misreads."""
         cers = [metrics.line_cer(t, r.text) for t, r in zip(texts, checker.read_lines(written, beam=0))]
         for attempt in range(1, retries + 1):
             again = [i for i, c in enumerate(cers) if c > MAX_LINE_CER]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import writemate
@@ -84,6 +85,10 @@ def test_bundled_recognizer_reads_validation_lines():
     from writemate import evaluate
 
     recognizer = writemate.load("recognizer")
+    assert recognizer.lm is not None  # its bundled character language model
+    stroke = np.array([[0.0, 0.0], [50.0, 80.0], [100.0, 0.0], [150.0, 80.0]])
+    assert len(recognizer.read_lines([[stroke]], beam=4)) == 1  # beam search with the language model runs
+    recognizer.use_lm(None)  # the full split by beam search with the LM takes minutes: best path is checked here
     result = evaluate.recognizer_rates(recognizer, shared_data("iam-ondb"), split="validation", beam=4)
     assert result["lines"] > 500
     assert result["best_path"]["cer"] < 0.08  # never trained on: the validation split holds out whole text groups

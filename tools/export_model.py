@@ -28,10 +28,9 @@ from writemate import checkpoint, evaluate, loading
 LEGIBILITY_LINES = 200
 
 
-def failure_rate(folder: Path, data: Path) -> float:
-    """The share of validation lines the model writes that the bundled recognizer misreads (bias 1)."""
-    writer, recognizer = loading.load(folder), loading.load("recognizer")
-    result = evaluate.legibility(writer, recognizer, data, limit=LEGIBILITY_LINES, split="validation", bias=1.0)
+def failure_rate(folder: Path, recognizer, data: Path) -> float:
+    """The share of validation lines the model in ``folder`` writes that ``recognizer`` misreads (bias 1)."""
+    result = evaluate.legibility(loading.load(folder), recognizer, data, limit=LEGIBILITY_LINES, split="validation", bias=1.0)
     return result["failure_rate"]
 
 
@@ -55,7 +54,9 @@ def main() -> None:
         if new.get("family") == "synthesis":
             if args.data is None:
                 raise SystemExit("refusing: a synthesis model needs --data DIR to compare how legibly it writes")
-            old_failures, new_failures = failure_rate(args.destination, args.data), failure_rate(args.source, args.data)
+            recognizer = loading.load("recognizer")
+            old_failures = failure_rate(args.destination, recognizer, args.data)
+            new_failures = failure_rate(args.source, recognizer, args.data)
             print(f"failure rate at bias 1: bundled {old_failures:.3f}, new {new_failures:.3f}")
             if new_failures > old_failures:
                 raise SystemExit("refusing: the recognizer misreads more of its lines than of the bundled model's")

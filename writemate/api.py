@@ -300,13 +300,17 @@ class Writer:
         prime: Prime | None,
         retries: int,
     ) -> list[list[np.ndarray]]:
-        """Read every written line back with ``checker`` (a Recognizer); write again those it misreads."""
+        """Read every written line back with ``checker`` (a Recognizer); write again those it misreads.
+
+        Rewrites skip the step-cap retry: a rewrite that runs to the cap is misread, and so
+        is written again by this loop's next round anyway.
+        """
         cers = [metrics.line_cer(t, r.text) for t, r in zip(texts, checker.read_lines(written, beam=0))]
         for attempt in range(1, retries + 1):
             again = [i for i, c in enumerate(cers) if c > MAX_LINE_CER]
             if not again:
                 break
-            rewritten = self._strokes([texts[i] for i in again], bias, seed + attempt * CHECK_SEED_STEP, prime, retries)
+            rewritten = self._strokes([texts[i] for i in again], bias, seed + attempt * CHECK_SEED_STEP, prime, retries=0)
             readings = checker.read_lines(rewritten, beam=0)
             for i, strokes, reading in zip(again, rewritten, readings):
                 cer = metrics.line_cer(texts[i], reading.text)

@@ -55,6 +55,7 @@ def test_bundled_character_classifiers_read_held_out_writers(name):
     if name not in writemate.bundled():
         pytest.skip(f"{name} is not bundled yet")
     from conftest import shared_data
+
     from writemate.data import sequences
 
     model = writemate.load(name)
@@ -82,6 +83,7 @@ def test_bundled_recognizer_reads_validation_lines():
     if "recognizer" not in writemate.bundled():
         pytest.skip("the recognizer is not bundled yet")
     from conftest import shared_data
+
     from writemate import evaluate
 
     recognizer = writemate.load("recognizer")

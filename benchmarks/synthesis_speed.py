@@ -1,6 +1,6 @@
 """Synthesis speed: training throughput, sampling latency, peak memory.
 
-    python benchmarks/synthesis_speed.py [--model synthesis] [--data DIR] [--threads 2] [--bf16] [--default-malloc] [--check]
+    python benchmarks/synthesis_speed.py [--model synthesis] [--data DIR] [--threads 2] [--bf16] [--default-malloc] [--step-rows 1,2,4,8,20,40] [--no-check]
 
 Training throughput: forward, loss, backward and an Adam step of the
 paper-size network on a batch of 32 lines. With ``--data`` (an IAM-OnDB
@@ -13,10 +13,12 @@ memory in the process (``writemate.train.keep_freed_memory``) unless
 ``--default-malloc``.
 
 Sampling uses ``--model`` (bundled by default) from a warm process: one
+step of the network for each batch size of ``--step-rows``, with float32 and
+bfloat16 products (``step_ms``; see ``writemate.models.synthesis.Affine``); one
 30-character line and a 20-line page, as ``writemate write`` writes them;
-with ``--check`` as ``writemate write --check`` does (with the bundled model
-and a bundled recognizer, every line is read back and misread lines are
-written again: ``read_back``). Results go to stdout as JSON, with the
+with the read-back check as ``writemate write`` does by default (with the
+bundled model and a bundled recognizer: ``read_back``), or without it
+(``--no-check``). Results go to stdout as JSON, with the
 CPU model, thread count and the CPU time the hypervisor took for other machines
 meanwhile (``cpu_steal_percent``: compare runs only when it is low).
 """
@@ -88,6 +90,36 @@ def sampling_seconds(model_name: str, repeats: int, check: bool) -> dict:
     }
 
 
+def step_ms(model_name: str, rows: list[int], steps: int = 200) -> dict:
+    """Mean milliseconds of one sampling step (``Stepper.step`` and drawing the point)
+    for each number of rows, with products in float32 and, where the CPU has it, bfloat16."""
+    import writemate
+    from writemate import alphabet
+    from writemate.data import batching
+    from writemate.models import mdn
+    from writemate.models.synthesis import Affine, Stepper
+
+    model = writemate.load(model_name).model
+    precisions = {"float32": False, "bfloat16": True} if Affine.bf16 else {"float32": False}
+    result = {}
+    for n in rows:
+        text, mask = batching.pad([np.asarray(alphabet.encode("the quick brown fox jumps over"))] * n, dtype=torch.long)
+        result[n] = {}
+        for name, bf16 in precisions.items():
+            Affine.bf16 = bf16
+            with torch.inference_mode():
+                stepper = Stepper(model, text, mask, model.initial_state(n))
+                x, rng = np.zeros((n, 3), np.float32), np.random.default_rng(0)
+                for i in range(steps + 20):  # the first 20 warm up
+                    if i == 20:
+                        start = time.perf_counter()
+                    y, _ = stepper.step(x)
+                    x = mdn.sample(y, 0.75, rng)
+            result[n][name] = round((time.perf_counter() - start) / steps * 1000, 2)
+        Affine.bf16 = "bfloat16" in precisions
+    return result
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -104,7 +136,8 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--data", help="IAM-OnDB folder: train on real lines from --model's weights")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc settings alone")
-    parser.add_argument("--check", action="store_true", help="time writing with the read-back check")
+    parser.add_argument("--step-rows", default="1,2,4,8,20,40", help="time one sampling step for these batch sizes")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True, help="time writing with the read-back check (default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from writemate.train import keep_freed_memory
@@ -116,6 +149,7 @@ def main() -> None:
         model, tensors = train_batch(args.model, args.data, 32, 600)
         result["train_batch"] = list(tensors[0].shape[:2])
         result["train_points_per_s"] = round(train_throughput(model, tensors, args.train_steps, args.bf16))
+    result["step_ms"] = step_ms(args.model, [int(r) for r in args.step_rows.split(",")])
     result.update(sampling_seconds(args.model, args.repeats, check=args.check))
     result["peak_memory_mb"] = peak_memory_mb()
     result["cpu_steal_percent"] = steal_percent(before, cpu_times())

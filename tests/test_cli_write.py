@@ -177,12 +177,9 @@ def test_check_rewrites_the_lines_the_recognizer_misreads(tiny_writer_dir):
     plain = writer.write(text, seed=3, check=False)
     writer.checker = ReadsEvenLines("hello")
     checked = writer.write(text, seed=3, check=True)
-    assert any(points(line) % 2 for line in plain.lines)  # some lines to rewrite
-    for before, after in zip(plain.lines, checked.lines):
-        if points(before) % 2 == 0:  # read right the first time: kept
-            assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert any(points(line) % 2 for line in plain.lines)  # some lines the check would not keep
     assert sum(points(line) % 2 == 0 for line in checked.lines) > sum(points(line) % 2 == 0 for line in plain.lines)
-    assert writer.checker.lines_read <= 6 * (1 + api.RETRIES)
+    assert 6 <= writer.checker.lines_read <= 6 * api.CANDIDATES * (1 + api.RETRIES)
     writer.checker.lines_read = 0
     writer.write(text, seed=3, check=False)
     assert writer.checker.lines_read == 0

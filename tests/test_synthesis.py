@@ -3,12 +3,15 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 from scipy.stats import multivariate_normal
 
 from conftest import fit_steps
 from writemate import alphabet
 from writemate.models import mdn
 from writemate.models.synthesis import (
+    BF16_MIN_ROWS,
+    Affine,
     Prime,
     Synthesis,
     SynthesisConfig,
@@ -265,3 +268,70 @@ def test_primed_sampling_returns_only_new_ink_and_window_weights():
     lines, phis = sample(model, ["new"], prime=Prime(offsets[0], "abc"), steps_per_char=4, return_phi=True)
     assert len(lines[0]) <= 3 * 4 + 21
     assert phis[0].shape == (len(lines[0]), 3)  # one row per sampled point (no origin when primed), one column per new character
+
+
+def test_sampling_products_in_bfloat16_stay_close_to_float32():
+    torch.manual_seed(0)
+    layer = nn.Linear(40, 24)
+    affine = Affine(layer.weight, layer.bias)
+    for rows in (1, BF16_MIN_ROWS - 1, BF16_MIN_ROWS, 20):
+        x = torch.randn(rows, 40)
+        tolerance = 3e-2 if Affine.bf16 and rows >= BF16_MIN_ROWS else 1e-6  # bfloat16 keeps 8 bits
+        torch.testing.assert_close(torch.from_numpy(affine(x.numpy())), layer(x).detach(), rtol=tolerance, atol=tolerance)
+
+
+def test_stepper_rows_left_go_on_as_in_the_whole_batch():
+    """Dropping finished rows (the fast path) does not change the rows that go on."""
+    model, x, text, text_mask = tiny_model_and_batch()
+    model.eval()
+    with torch.no_grad():
+        whole = Stepper(model, text, text_mask, model.initial_state(3))
+        part = Stepper(model, text, text_mask, model.initial_state(3))
+        for t in range(x.shape[1]):
+            y_whole, phi_whole = whole.step(x[:, t].numpy())
+            rows = [0, 1, 2] if t < 5 else [0, 2]
+            if t == 5:
+                part.keep(np.array([True, False, True]))
+            y_part, phi_part = part.step(x[rows, t].numpy())
+            np.testing.assert_allclose(y_part, y_whole[rows], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(phi_part, phi_whole[rows], rtol=1e-5, atol=1e-6)
+
+
+def judge_even(texts, lines):
+    """A stand-in judge: a line is right when it has an even number of points."""
+    return np.array([len(line) % 2 for line in lines], dtype=float)
+
+
+def test_candidates_stop_once_one_of_them_is_accepted():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)  # untrained: lines end by the rule at random
+    texts = ["hello", "a line", "ok"]
+    groups = np.repeat(np.arange(3), 4)
+    s = sample_batch(model, [texts[g] for g in groups], np.full(12, 0.5), seed=3, groups=groups, judge=judge_even, max_error=0)
+    lengths = np.array([len(line) for line in s.lines])
+    judged = np.isfinite(s.errors)
+    np.testing.assert_array_equal(s.accepted, judged & s.ended & (s.errors == 0))
+    assert s.accepted.any() and not judged.all()
+    for g in range(3):
+        rows = groups == g
+        if not s.accepted[rows].any():
+            assert judged[rows].all()  # none accepted: every candidate wrote to its end
+            continue
+        first = lengths[rows & s.accepted].min()
+        assert (lengths[rows] <= first).all()  # the others stopped then, or had ended before
+        assert (lengths[rows & ~judged] == first).all()
+
+
+def test_sample_keeps_an_accepted_line_for_every_text_it_can():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    texts = ["hello", "a line", "ok", "x"]
+    calls = []
+
+    def judge(t, lines):
+        calls.append(len(lines))
+        return judge_even(t, lines)
+
+    lines = sample(model, texts, bias=0.5, seed=1, retries=3, candidates=3, judge=judge, max_error=0)
+    assert [len(line) % 2 for line in lines] == [0] * len(texts)
+    assert sum(calls) <= len(texts) * 3 * 4

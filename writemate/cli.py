@@ -337,8 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace-unknown", action="store_true", help="replace characters outside the alphabet (é to e, curly quotes to straight)")
     p.add_argument(
         "--check",
-        action="store_true",
-        help="read every line back with the bundled recognizer and rewrite the ones it misreads (more legible, about twice as slow)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read every line back with the bundled recognizer as it is written, and write again the ones it misreads "
+        "(default; --no-check is about twice as fast and fails more lines)",
     )
     add_page_options(p)
     p.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")

@@ -259,7 +259,7 @@ def add_evaluate_targets(targets) -> None:
     t.add_argument(
         "--check",
         action="store_true",
-        help="also rewrite lines the recognizer misreads, as writemate write --check does (then it both chooses and judges)",
+        help="write lines as writemate write does by default: read back and written again when misread (the recognizer then both chooses and judges)",
     )
     t.add_argument("--beam", type=int, default=0, help="read with beam search of this width (default 0: best path)")
     add_decoding_options(t)

@@ -200,9 +200,9 @@ def legibility(
     ``failure_cer`` (skipped words, scribble after the text). ``worst`` lists
     the five generated lines read worst. ``retries`` (default: what
     ``writemate write`` does) rewrites lines that reach the step cap. With
-    ``check``, lines are written as ``writemate write --check`` does with a
+    ``check``, lines are written as ``writemate write`` does by default with a
     recognizer (``recognizer`` itself reads them back and misread lines are
-    rewritten); the same network then both chooses and judges the lines, so
+    written again); the same network then both chooses and judges the lines, so
     the result shows what users get, not an independent measure.
     """
     from writemate import api, metrics

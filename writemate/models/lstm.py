@@ -33,10 +33,9 @@ def cell_numpy(gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def stacked_weights(lstm: nn.LSTM) -> tuple[torch.Tensor, torch.Tensor]:
-    """A one-layer ``nn.LSTM``'s weights as one (I + H, 4H) matrix and one bias (4H,):
-    the gates of input x and state h are then ``addmm(bias, cat([x, h]), weight)``."""
-    weight = torch.cat([lstm.weight_ih_l0, lstm.weight_hh_l0], dim=1).T.contiguous()
-    return weight, lstm.bias_ih_l0 + lstm.bias_hh_l0
+    """A one-layer ``nn.LSTM``'s weights as one (4H, I + H) matrix and one bias (4H,):
+    the gates of input x and state h are then ``linear(cat([x, h]), weight, bias)``."""
+    return torch.cat([lstm.weight_ih_l0, lstm.weight_hh_l0], dim=1), lstm.bias_ih_l0 + lstm.bias_hh_l0
 
 
 def lstm_step(lstm: nn.LSTM, x: torch.Tensor, hc: State) -> tuple[torch.Tensor, State]:

@@ -342,21 +342,21 @@ class Stepper:
     """The whole network one point at a time, for sampling: the same arithmetic as
     :meth:`Synthesis.forward` on a single step (tested), laid out for it.
 
-    At one point a step, each layer is a matrix-vector product bound by reading its
-    weights, plus a few dozen operations on vectors of a few hundred numbers. Here
-    each layer reads one stacked weight matrix (input, window and state together) in
-    one torch product, and everything else runs in numpy, whose operations on small
-    arrays cost a fraction of torch's (a step of the paper-size network went from
-    ~1.0 ms to ~0.75 ms, see ``benchmarks/synthesis_speed.py``). The text is encoded
-    once per call of :func:`sample`, not once per point.
+    At one point a step, each layer is a matrix product with a few rows, plus a
+    few dozen operations on vectors of a few hundred numbers. Here each layer
+    reads one stacked weight matrix (input, window and state together) in one
+    torch product (:class:`Affine`), and everything else runs in numpy, whose
+    operations on small arrays cost a fraction of torch's. The text is encoded
+    once per batch, not once per point. Rows whose lines have ended leave the
+    batch (:meth:`keep`), so the last lines of a page run alone.
     """
 
     def __init__(self, model: Synthesis, text: torch.Tensor, text_mask: torch.Tensor, state: WindowState):
         # layer 1 input [x, w_{t-1}, h1_{t-1}]; its gates' input part comes from l1_input
-        self.l1 = torch.cat([model.l1_input.weight, model.l1_recurrent.weight], dim=1).T.contiguous(), model.l1_input.bias
-        self.window = model.window.weight.T.contiguous(), model.window.bias
-        self.upper = [stacked_weights(lstm) for lstm in model.upper]  # input [x, w_t, below, h]
-        self.output = model.output.weight.T.contiguous(), model.output.bias
+        self.l1 = Affine(torch.cat([model.l1_input.weight, model.l1_recurrent.weight], dim=1), model.l1_input.bias)
+        self.window = Affine(model.window.weight, model.window.bias)
+        self.upper = [Affine(*stacked_weights(lstm)) for lstm in model.upper]  # input [x, w_t, below, h]
+        self.output = Affine(model.output.weight, model.output.bias)
         self.kappa_scale = model.config.kappa_scale
         onehot = nn.functional.one_hot(text, model.config.alphabet_size).float() * text_mask.unsqueeze(-1)
         self.onehot = onehot.numpy()  # (B, U, A), padding rows zero
@@ -366,34 +366,63 @@ class Stepper:
 
     def step(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (B, 3) the last point -> mixture outputs (B, 1 + 6M) and phi (B, U + 1)."""
-        self.h, self.c = cell_numpy(linear(np.concatenate([x, self.w, self.h], 1), *self.l1), self.c)
+        self.h, self.c = cell_numpy(self.l1(np.concatenate([x, self.w, self.h], 1)), self.c)
         phi = self._window_step()
         hidden, below = [self.h], self.h
-        for layer, ((weight, bias), (h, c)) in enumerate(zip(self.upper, self.upper_hc)):
-            below, c = cell_numpy(linear(np.concatenate([x, self.w, below, h], 1), weight, bias), c)
+        for layer, (affine, (h, c)) in enumerate(zip(self.upper, self.upper_hc)):
+            below, c = cell_numpy(affine(np.concatenate([x, self.w, below, h], 1)), c)
             self.upper_hc[layer] = (below, c)
             hidden.append(below)
-        return linear(np.concatenate(hidden, 1), *self.output), phi
+        return self.output(np.concatenate(hidden, 1)), phi
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Go on with only these rows of the batch (indices or a boolean mask)."""
+        self.h, self.c, self.kappa, self.w = self.h[rows], self.c[rows], self.kappa[rows], self.w[rows]
+        self.upper_hc = [(h[rows], c[rows]) for h, c in self.upper_hc]
+        self.onehot = self.onehot[rows]
 
     def _window_step(self) -> np.ndarray:
         """:meth:`Synthesis._window` (eqs. 46-51) from self.h; updates kappa and w, returns phi (B, U + 1)."""
         k = self.kappa.shape[1]
-        abk = np.exp(linear(self.h, *self.window))  # (B, 3K): alpha, beta, kappa_hat, eq. 48
+        abk = np.exp(self.window(self.h))  # (B, 3K): alpha, beta, kappa_hat, eq. 48
         alpha, beta, kappa_hat = abk[:, :k], abk[:, k : 2 * k], abk[:, 2 * k :]
         self.kappa = self.kappa + kappa_hat / self.kappa_scale  # eq. 51
         q = -beta[:, :, None] * (self.kappa[:, :, None] - self.positions) ** 2  # (B, K, U + 1)
         near = q >= -WINDOW_CUTOFF  # as gaussian()
         phi = (alpha[:, :, None] * np.exp(np.maximum(q, -WINDOW_CUTOFF)) * near).sum(1)  # eq. 46
-        self.w = np.einsum("bu,bua->ba", phi[:, :-1], self.onehot)  # eq. 47, (B, A); no BLAS call, see linear()
+        self.w = np.einsum("bu,bua->ba", phi[:, :-1], self.onehot)  # eq. 47, (B, A); no BLAS call, see Affine
         return phi
 
 
-def linear(x: np.ndarray, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
-    """x (B, I) @ weight (I, O) + bias in torch, whose matrix products beat numpy's on batches.
+# From this many rows on, sampling's matrix products run in bfloat16 where the CPU has it.
+BF16_MIN_ROWS = 4
 
-    Every product here goes through torch: numpy's would wake OpenBLAS's own threads,
-    which spin beside torch's and, on two cores, made some pages 10x slower."""
-    return torch.addmm(bias, torch.from_numpy(x), weight).numpy()
+
+class Affine:
+    """``x @ weight.T + bias`` on a numpy batch x (B, I), for :class:`Stepper`.
+
+    On one to three rows a step is bound by reading the weights, and float32 in
+    ``nn.Linear``'s (out, in) layout is fastest (about 1.0 ms a step of the
+    paper-size network). On more rows it is bound by arithmetic, and bfloat16
+    (AMX or AVX512-BF16) roughly halves it: a step of 20 rows took 2.7 ms instead
+    of 3.7, 40 rows 4.3 instead of 5.2 (see ``benchmarks/synthesis_speed.py``).
+    bfloat16 products cost the bundled model 3 nats per line (0.3 %) of
+    validation NLL under teacher forcing. Every product goes through torch:
+    numpy's would wake OpenBLAS's own threads, which spin beside torch's and, on
+    two cores, made some pages 10x slower.
+    """
+
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # without hardware support bfloat16 is slower
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.bias = weight.detach().float().contiguous(), bias.detach().float()
+        self.weight16, self.bias16 = self.weight.to(torch.bfloat16), self.bias.to(torch.bfloat16)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(x)
+        if self.bf16 and x.shape[0] >= BF16_MIN_ROWS:
+            return nn.functional.linear(x.to(torch.bfloat16), self.weight16, self.bias16).float().numpy()
+        return nn.functional.linear(x, self.weight, self.bias).numpy()
 
 
 STEPS_PER_CHAR = 40  # the step cap per character; the data average about 25 points per character
@@ -420,13 +449,20 @@ def lines_ended(model: Synthesis, texts: list[str], bias: float, seed: int = 0, 
     return np.concatenate(ended) if ended else np.zeros(0, dtype=bool)
 
 
+# Judges finished lines for sampling: (their texts, their normalised offsets (T_i, 3)) -> an
+# error per line (N,), 0 for perfect; for example a recognizer's character error rate.
+Judge = Callable[[list[str], list[np.ndarray]], np.ndarray]
+
+
 @dataclass
 class Samples:
-    """What one batch of :func:`sample_batch` wrote."""
+    """What one batch of :func:`sample_batch` wrote, per row."""
 
-    lines: list[np.ndarray]  # per text, normalised offsets (T_i, 3), the first row where the pen starts
+    lines: list[np.ndarray]  # normalised offsets (T_i, 3), the first row where the pen starts
     ended: np.ndarray  # (N,) bool: the line ended by the paper's rule, not at the step cap
-    phis: list[np.ndarray] | None = None  # per text, window weights (T_i, U_i), if asked for
+    errors: np.ndarray  # (N,) the judge's error (0 without a judge); inf for rows stopped unfinished
+    accepted: np.ndarray  # (N,) bool: ended by the rule with an error of at most max_error
+    phis: list[np.ndarray] | None = None  # window weights (T_i, U_i), if asked for
 
 
 def sample(
@@ -438,28 +474,41 @@ def sample(
     steps_per_char: int = STEPS_PER_CHAR,
     return_phi: bool = False,
     retries: int = 0,
+    candidates: int = 1,
+    judge: Judge | None = None,
+    max_error: float = 0.0,
 ):
     """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
     the first row where the pen starts (and, with ``return_phi``, each line's window weights).
 
-    A line stopped by the step cap has lost its place in its text (it
-    scribbles on, or stalls on a letter); with ``retries``, such lines are
-    written again, together, with seeds ``seed + 1``, ``seed + 2``, ... up to
-    that many times, and the last attempt is kept. See :func:`sample_batch`.
+    Each text is written by ``candidates`` rows at once, and the first of them
+    to be accepted (see :func:`sample_batch`) stops the others. A text with no
+    line accepted (stopped by the step cap, so it lost its place in the text,
+    or judged wrong) is written again, with seeds ``seed + 1``, ``seed + 2``,
+    ... for up to ``retries`` more rounds. Each text keeps its accepted line,
+    or else the line with the lowest error, one that ended by the rule first,
+    the latest on ties.
     """
     biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
-    result = sample_batch(model, texts, biases, seed, prime, steps_per_char, return_phi)
-    for attempt in range(1, retries + 1):
-        again = np.flatnonzero(~result.ended)
-        if not len(again):
+    lines: list = [None] * len(texts)
+    phis: list = [None] * len(texts)
+    best = [(np.inf, np.inf)] * len(texts)  # (capped, error) of the kept line: lower is better
+    todo = np.arange(len(texts))
+    for attempt in range(retries + 1):
+        rows = np.repeat(todo, candidates)  # row -> text
+        batch = sample_batch(
+            model, [texts[i] for i in rows], biases[rows], seed + attempt, prime, steps_per_char, return_phi, rows, judge, max_error
+        )
+        for r, i in enumerate(rows):
+            key = (float(not batch.ended[r]), float(batch.errors[r]))
+            if np.isfinite(key[1]) and key <= best[i]:
+                best[i], lines[i] = key, batch.lines[r]
+                if return_phi:
+                    phis[i] = batch.phis[r]
+        todo = np.setdiff1d(todo, rows[batch.accepted])
+        if not len(todo):
             break
-        redo = sample_batch(model, [texts[i] for i in again], biases[again], seed + attempt, prime, steps_per_char, return_phi)
-        for j, i in enumerate(again):
-            result.lines[i] = redo.lines[j]
-            result.ended[i] = redo.ended[j]
-            if return_phi:
-                result.phis[i] = redo.phis[j]
-    return (result.lines, result.phis) if return_phi else result.lines
+    return (lines, phis) if return_phi else lines
 
 
 @torch.inference_mode()
@@ -471,6 +520,9 @@ def sample_batch(
     prime: Prime | None = None,
     steps_per_char: int = STEPS_PER_CHAR,
     return_phi: bool = False,
+    groups: np.ndarray | None = None,
+    judge: Judge | None = None,
+    max_error: float = 0.0,
 ) -> Samples:
     """Write every text of ``texts`` as one batch, ``biases`` (N,) one per text.
 
@@ -479,9 +531,15 @@ def sample_batch(
     the pen has lifted, or after ``steps_per_char`` points per character.
     With ``prime``, the network first reads the primed line with its text
     (teacher forcing), then writes ``texts`` in the same hand.
+
+    A line that has ended is accepted if it ended by the rule and ``judge``
+    (if given) finds an error of at most ``max_error`` in it. Rows that share
+    a value of ``groups`` (N,) are candidates for the same text: once one is
+    accepted, the others stop where they are (error inf, not accepted).
     """
     model.eval()
     n = len(texts)
+    groups = np.arange(n) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed)
     prefix = (prime.text + " ") if prime is not None else ""
     encoded = [alphabet.encode(prefix + t) for t in texts]
@@ -495,30 +553,42 @@ def sample_batch(
         _, state = model(primed[:, :-1], text, text_mask, state)
         x = primed[:, -1].numpy().copy()
     stepper = Stepper(model, text, text_mask, state)
-    max_steps = step_cap(ends - len(prefix), steps_per_char)
-    characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (B, U + 1), the end position masked out
-    rows = np.arange(n)
-    points, phis = [], []
-    lengths = np.zeros(n, dtype=np.int64)  # points written when the line ended; 0 while it runs
+    cap = step_cap(ends - len(prefix), steps_per_char)  # (N,)
+    characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (N, U + 1), the end position masked out
+    # Unprimed, the ink starts with the pen down at the origin (row 0). Primed, the origin is the
+    # prime's last point, where the pen lifted: the move to the first new point is not ink.
+    written = np.zeros((n, 1 + int(cap.max()), 3), dtype=np.float32)
+    window = np.zeros((n, int(cap.max()), text.shape[1] + 1), dtype=np.float32) if return_phi else None
+    lengths = np.zeros(n, dtype=np.int64)  # points written when the line ended or stopped
     past_end = np.zeros(n, dtype=bool)
-    by_rule = np.zeros(n, dtype=bool)  # the line ended by the paper's rule, not at the cap
-    while not (lengths > 0).all():
-        y, phi = stepper.step(x)
-        x = mdn.sample(y, biases, rng)  # (B, 3)
-        past_end |= phi[rows, ends] > (phi * characters).max(axis=1)
-        points.append(x)
+    ended = np.zeros(n, dtype=bool)
+    errors = np.full(n, np.inf)
+    accepted = np.zeros(n, dtype=bool)
+    active = np.arange(n)  # the rows still writing
+    steps = 0
+    while len(active):
+        y, phi = stepper.step(x)  # (A, 1 + 6M), (A, U + 1) for the A active rows
+        x = mdn.sample(y, biases[active], rng)  # (A, 3)
+        steps += 1
+        written[active, steps] = x
         if return_phi:
-            phis.append(phi)
-        finished = past_end & (x[:, 2] > 0.5)
-        ended = (lengths == 0) & (finished | (len(points) >= max_steps))
-        lengths[ended] = len(points)
-        by_rule[ended] = finished[ended]
-    written = np.concatenate([np.zeros((n, 1, 3), dtype=np.float32), np.stack(points, 1)], 1)  # (B, 1 + T, 3)
-    # Unprimed, the ink starts with the pen down at the origin. Primed, the origin is the prime's
-    # last point, where the pen lifted: the move to the first new point is not ink.
+            window[active, steps - 1] = phi
+        past_end[active] |= phi[np.arange(len(active)), ends[active]] > (phi * characters[active]).max(axis=1)
+        by_rule = past_end[active] & (x[:, 2] > 0.5)
+        done = by_rule | (steps >= cap[active])
+        if not done.any():
+            continue
+        rows = active[done]
+        lengths[rows], ended[rows] = steps, by_rule[done]
+        errors[rows] = 0.0 if judge is None else judge([texts[i] for i in rows], [written[i, int(continues) : 1 + steps] for i in rows])
+        accepted[rows] = ended[rows] & (errors[rows] <= max_error)
+        stopped = np.isin(groups[active], groups[rows[accepted[rows]]])
+        lengths[active[stopped & ~done]] = steps
+        keep = ~done & ~stopped
+        active, x = active[keep], x[keep]
+        stepper.keep(keep)
     lines = [written[i, int(continues) : 1 + lengths[i]] for i in range(n)]
-    result = Samples(lines=lines, ended=by_rule)
+    result = Samples(lines=lines, ended=ended, errors=errors, accepted=accepted)
     if return_phi:
-        window = np.stack(phis, 1)  # (B, T, U + 1)
         result.phis = [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]
     return result

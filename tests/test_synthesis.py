@@ -247,18 +247,24 @@ def test_lines_ended_tells_lines_that_end_from_lines_stopped_by_the_cap():
     assert [len(line) - 1 for line in lines] == [step_cap(len(t)) for t in texts]
 
 
-def test_retries_write_again_only_the_lines_stopped_by_the_cap():
+def test_a_line_stopped_by_the_cap_is_written_again():
     torch.manual_seed(0)
     model = Synthesis(TINY)  # untrained, ~25 points a character: with a cap of 10, some lines end, some not
     texts = ["hello", "a line", "x", "Quiz 42 is late", "ok", "mm"]
-    first = sample_batch(model, texts, np.full(len(texts), 0.5), seed=1, steps_per_char=10)
-    assert first.ended.any() and not first.ended.all()
-    capped = [t for t, e in zip(texts, first.ended) if not e]
-    again = sample_batch(model, capped, np.full(len(capped), 0.5), seed=2, steps_per_char=10)
-    retried = sample(model, texts, bias=0.5, seed=1, steps_per_char=10, retries=1)
-    redone = iter(again.lines)
-    for line, ended, old in zip(retried, first.ended, first.lines):
-        np.testing.assert_array_equal(line, old if ended else next(redone))
+    once = sample_batch(model, texts, np.full(len(texts), 0.5), seed=1, steps_per_char=10)
+    assert list(once.texts) == list(range(len(texts))) and once.ended.any() and not once.ended.all()
+    twice = sample_batch(model, texts, np.full(len(texts), 0.5), seed=1, steps_per_char=10, attempts=2)
+    for i in range(len(texts)):
+        rows = np.flatnonzero(twice.texts == i)
+        first = rows[0]
+        assert len(rows) == (1 if twice.ended[first] else 2)  # a second line only in place of a capped one
+        if len(rows) == 2:
+            assert twice.starts[rows[1]] == twice.starts[first] + len(twice.lines[first]) - 1  # at once
+    kept = sample(model, texts, bias=0.5, seed=1, steps_per_char=10, retries=1)
+    for i, line in enumerate(kept):
+        rows = np.flatnonzero(twice.texts == i)
+        ended = [r for r in rows if twice.ended[r]]
+        np.testing.assert_array_equal(line, twice.lines[ended[0] if ended else rows[-1]])
 
 
 def test_primed_sampling_returns_only_new_ink_and_window_weights():
@@ -298,28 +304,30 @@ def test_stepper_rows_left_go_on_as_in_the_whole_batch():
 
 
 def judge_even(texts, lines):
-    """A stand-in judge: a line is right when it has an even number of points."""
-    return np.array([len(line) % 2 for line in lines], dtype=float)
+    """A stand-in judge with a verdict as good as random: right when the thousandths of the line's width are even."""
+    return np.array([int(1000 * abs(line[:, 0].sum())) % 2 for line in lines], dtype=float)
 
 
-def test_candidates_stop_once_one_of_them_is_accepted():
+def test_candidates_stop_once_one_is_accepted_and_failed_ones_are_replaced():
     torch.manual_seed(0)
     model = Synthesis(TINY)  # untrained: lines end by the rule at random
     texts = ["hello", "a line", "ok"]
-    groups = np.repeat(np.arange(3), 4)
-    s = sample_batch(model, [texts[g] for g in groups], np.full(12, 0.5), seed=3, groups=groups, judge=judge_even, max_error=0)
-    lengths = np.array([len(line) for line in s.lines])
+    s = sample_batch(model, texts, np.full(3, 0.5), seed=3, candidates=2, attempts=6, judge=judge_even, max_error=0)
     judged = np.isfinite(s.errors)
     np.testing.assert_array_equal(s.accepted, judged & s.ended & (s.errors == 0))
     assert s.accepted.any() and not judged.all()
-    for g in range(3):
-        rows = groups == g
+    stops = s.starts + np.array([len(line) for line in s.lines]) - 1  # the step of each row's last point
+    for i in range(3):
+        rows = np.flatnonzero(s.texts == i)
+        assert len(rows) <= 6
+        assert (s.starts[rows[:2]] == 0).all() and (s.starts[rows[2:]] > 0).all()  # 2 at first, the rest in place of failed ones
         if not s.accepted[rows].any():
-            assert judged[rows].all()  # none accepted: every candidate wrote to its end
+            assert len(rows) == 6 and judged[rows].all()  # all attempts used, each to its end
             continue
-        first = lengths[rows & s.accepted].min()
-        assert (lengths[rows] <= first).all()  # the others stopped then, or had ended before
-        assert (lengths[rows & ~judged] == first).all()
+        first = rows[s.accepted[rows]][np.argmin(stops[rows][s.accepted[rows]])]
+        assert (stops[rows] <= stops[first]).all()  # the others stopped then, or had ended before
+        assert (s.starts[rows] < stops[first]).all()  # and none started after
+        assert (stops[rows[~judged[rows]]] == stops[first]).all()
 
 
 def test_sample_keeps_an_accepted_line_for_every_text_it_can():
@@ -333,5 +341,5 @@ def test_sample_keeps_an_accepted_line_for_every_text_it_can():
         return judge_even(t, lines)
 
     lines = sample(model, texts, bias=0.5, seed=1, retries=3, candidates=3, judge=judge, max_error=0)
-    assert [len(line) % 2 for line in lines] == [0] * len(texts)
+    assert judge_even(texts, lines).tolist() == [0] * len(texts)
     assert sum(calls) <= len(texts) * 3 * 4

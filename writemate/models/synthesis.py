@@ -13,6 +13,7 @@ use PyTorch's fused LSTM.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -377,9 +378,24 @@ class Stepper:
 
     def keep(self, rows: np.ndarray) -> None:
         """Go on with only these rows of the batch (indices or a boolean mask)."""
-        self.h, self.c, self.kappa, self.w = self.h[rows], self.c[rows], self.kappa[rows], self.w[rows]
-        self.upper_hc = [(h[rows], c[rows]) for h, c in self.upper_hc]
-        self.onehot = self.onehot[rows]
+        self._set_rows([a[rows] for a in self._row_arrays()])
+
+    def add(self, other: "Stepper", rows: np.ndarray) -> None:
+        """Append rows ``rows`` of ``other`` (same model, same text length) to the batch."""
+        self._set_rows([np.concatenate([a, b[rows]]) for a, b in zip(self._row_arrays(), other._row_arrays())])
+
+    def take(self, rows: np.ndarray) -> "Stepper":
+        """A new Stepper of these rows (the weights are shared)."""
+        taken = copy.copy(self)
+        taken.keep(rows)
+        return taken
+
+    def _row_arrays(self) -> list[np.ndarray]:
+        return [self.h, self.c, self.kappa, self.w, self.onehot, *(a for hc in self.upper_hc for a in hc)]
+
+    def _set_rows(self, arrays: list[np.ndarray]) -> None:
+        self.h, self.c, self.kappa, self.w, self.onehot, *upper = arrays
+        self.upper_hc = list(zip(upper[::2], upper[1::2]))
 
     def _window_step(self) -> np.ndarray:
         """:meth:`Synthesis._window` (eqs. 46-51) from self.h; updates kappa and w, returns phi (B, U + 1)."""
@@ -456,13 +472,15 @@ Judge = Callable[[list[str], list[np.ndarray]], np.ndarray]
 
 @dataclass
 class Samples:
-    """What one batch of :func:`sample_batch` wrote, per row."""
+    """What one batch of :func:`sample_batch` wrote, per row (a line of one of its texts), in the order rows started."""
 
-    lines: list[np.ndarray]  # normalised offsets (T_i, 3), the first row where the pen starts
-    ended: np.ndarray  # (N,) bool: the line ended by the paper's rule, not at the step cap
-    errors: np.ndarray  # (N,) the judge's error (0 without a judge); inf for rows stopped unfinished
-    accepted: np.ndarray  # (N,) bool: ended by the rule with an error of at most max_error
-    phis: list[np.ndarray] | None = None  # window weights (T_i, U_i), if asked for
+    texts: np.ndarray  # (R,) the index of each row's text
+    starts: np.ndarray  # (R,) the step of the batch before each row's first point
+    lines: list[np.ndarray]  # normalised offsets (T_r, 3), the first row where the pen starts
+    ended: np.ndarray  # (R,) bool: the line ended by the paper's rule, not at the step cap
+    errors: np.ndarray  # (R,) the judge's error (0 without a judge); inf for rows stopped unfinished
+    accepted: np.ndarray  # (R,) bool: ended by the rule with an error of at most max_error
+    phis: list[np.ndarray] | None = None  # window weights (T_r, U_i), if asked for
 
 
 def sample(
@@ -481,34 +499,32 @@ def sample(
     """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
     the first row where the pen starts (and, with ``return_phi``, each line's window weights).
 
-    Each text is written by ``candidates`` rows at once, and the first of them
-    to be accepted (see :func:`sample_batch`) stops the others. A text with no
-    line accepted (stopped by the step cap, so it lost its place in the text,
-    or judged wrong) is written again, with seeds ``seed + 1``, ``seed + 2``,
-    ... for up to ``retries`` more rounds. Each text keeps its accepted line,
-    or else the line with the lowest error, one that ended by the rule first,
-    the latest on ties.
+    Each text is written by ``candidates`` lines at once, up to
+    ``candidates * (1 + retries)`` lines in all, until one is accepted (see
+    :func:`sample_batch`): a line stopped by the step cap has lost its place
+    in the text, and one the ``judge`` finds wrong is written again. Each text
+    keeps its accepted line, or else, of the lines that ran to their end, one
+    that ended by the rule, with the lowest error, the latest on ties.
     """
     biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
+    batch = sample_batch(
+        model, texts, biases, seed, prime, steps_per_char, return_phi, candidates, candidates * (1 + retries), judge, max_error
+    )
     lines: list = [None] * len(texts)
     phis: list = [None] * len(texts)
-    best = [(np.inf, np.inf)] * len(texts)  # (capped, error) of the kept line: lower is better
-    todo = np.arange(len(texts))
-    for attempt in range(retries + 1):
-        rows = np.repeat(todo, candidates)  # row -> text
-        batch = sample_batch(
-            model, [texts[i] for i in rows], biases[rows], seed + attempt, prime, steps_per_char, return_phi, rows, judge, max_error
-        )
-        for r, i in enumerate(rows):
-            key = (float(not batch.ended[r]), float(batch.errors[r]))
-            if np.isfinite(key[1]) and key <= best[i]:
-                best[i], lines[i] = key, batch.lines[r]
-                if return_phi:
-                    phis[i] = batch.phis[r]
-        todo = np.setdiff1d(todo, rows[batch.accepted])
-        if not len(todo):
-            break
+    best = [(np.inf,) * 3] * len(texts)  # (not accepted, capped, error) of the kept line: lower is better
+    for r, i in enumerate(batch.texts):
+        key = (float(not batch.accepted[r]), float(not batch.ended[r]), float(batch.errors[r]))
+        if np.isfinite(key[2]) and key <= best[i]:
+            best[i], lines[i] = key, batch.lines[r]
+            if return_phi:
+                phis[i] = batch.phis[r]
     return (lines, phis) if return_phi else lines
+
+
+# A line that fails is replaced by this many: a text that failed once is likely to fail again
+# (digits, rare words), and rounds run one after the other while more lines in a round cost little.
+REPLACEMENTS = 2
 
 
 @torch.inference_mode()
@@ -520,7 +536,8 @@ def sample_batch(
     prime: Prime | None = None,
     steps_per_char: int = STEPS_PER_CHAR,
     return_phi: bool = False,
-    groups: np.ndarray | None = None,
+    candidates: int = 1,
+    attempts: int = 1,
     judge: Judge | None = None,
     max_error: float = 0.0,
 ) -> Samples:
@@ -533,62 +550,104 @@ def sample_batch(
     (teacher forcing), then writes ``texts`` in the same hand.
 
     A line that has ended is accepted if it ended by the rule and ``judge``
-    (if given) finds an error of at most ``max_error`` in it. Rows that share
-    a value of ``groups`` (N,) are candidates for the same text: once one is
-    accepted, the others stop where they are (error inf, not accepted).
+    (if given) finds an error of at most ``max_error`` in it. Each text is
+    written by ``candidates`` lines at once: once one is accepted the others
+    stop where they are (error inf); one that ends without being accepted is
+    replaced at once by ``REPLACEMENTS`` new lines, until the text has had
+    ``attempts``. So no text waits for another's rewrite, and a hard text
+    spends its attempts in few rounds.
     """
     model.eval()
     n = len(texts)
-    groups = np.arange(n) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed)
     prefix = (prime.text + " ") if prime is not None else ""
     encoded = [alphabet.encode(prefix + t) for t in texts]
     text, text_mask = batching.pad([np.asarray(e, dtype=np.int64) for e in encoded], dtype=torch.long)
     ends = np.array([len(e) for e in encoded])  # index of the position past the last character
     state = model.initial_state(n)
-    x = np.zeros((n, 3), dtype=np.float32)
+    start_x = np.zeros((n, 3), dtype=np.float32)  # each text's first input
     continues = prime is not None and len(prime.offsets) > 1  # from a primed line's last point
     if continues:
         primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(n, -1, -1)
         _, state = model(primed[:, :-1], text, text_mask, state)
-        x = primed[:, -1].numpy().copy()
-    stepper = Stepper(model, text, text_mask, state)
+        start_x[:] = primed[0, -1].numpy()
+    starting = Stepper(model, text, text_mask, state)  # each text's state where a line of it starts
     cap = step_cap(ends - len(prefix), steps_per_char)  # (N,)
     characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (N, U + 1), the end position masked out
-    # Unprimed, the ink starts with the pen down at the origin (row 0). Primed, the origin is the
+
+    most = n * max(attempts, 1)  # rows the batch can start
+    row_text = np.zeros(most, dtype=np.int64)
+    row_start = np.zeros(most, dtype=np.int64)  # the step before the row's first point
+    # Unprimed, the ink starts with the pen down at the origin (point 0). Primed, the origin is the
     # prime's last point, where the pen lifted: the move to the first new point is not ink.
-    written = np.zeros((n, 1 + int(cap.max()), 3), dtype=np.float32)
-    window = np.zeros((n, int(cap.max()), text.shape[1] + 1), dtype=np.float32) if return_phi else None
-    lengths = np.zeros(n, dtype=np.int64)  # points written when the line ended or stopped
-    past_end = np.zeros(n, dtype=bool)
-    ended = np.zeros(n, dtype=bool)
-    errors = np.full(n, np.inf)
-    accepted = np.zeros(n, dtype=bool)
-    active = np.arange(n)  # the rows still writing
+    written = np.zeros((most, 1 + int(cap.max()), 3), dtype=np.float32)
+    window = np.zeros((most, int(cap.max()), text.shape[1] + 1), dtype=np.float32) if return_phi else None
+    lengths = np.zeros(most, dtype=np.int64)  # points written when the row ended or stopped
+    past_end = np.zeros(most, dtype=bool)
+    ended = np.zeros(most, dtype=bool)
+    errors = np.full(most, np.inf)
+    accepted = np.zeros(most, dtype=bool)
+    started = np.zeros(n, dtype=np.int64)  # rows started per text
+    text_done = np.zeros(n, dtype=bool)  # a row of the text was accepted
     steps = 0
+    rows = 0  # rows started so far
+
+    def start(which: list[int]) -> np.ndarray:
+        nonlocal rows
+        new = np.arange(rows, rows + len(which))
+        row_text[new], row_start[new] = which, steps
+        np.add.at(started, which, 1)
+        rows += len(which)
+        return new
+
+    active = start([i for i in range(n) for _ in range(min(candidates, attempts))])  # the rows writing
+    stepper = starting.take(row_text[active])
+    x = start_x[row_text[active]]
     while len(active):
+        texts_now = row_text[active]
         y, phi = stepper.step(x)  # (A, 1 + 6M), (A, U + 1) for the A active rows
-        x = mdn.sample(y, biases[active], rng)  # (A, 3)
+        x = mdn.sample(y, biases[texts_now], rng)  # (A, 3)
         steps += 1
-        written[active, steps] = x
+        age = steps - row_start[active]  # points each active row has written
+        written[active, age] = x
         if return_phi:
-            window[active, steps - 1] = phi
-        past_end[active] |= phi[np.arange(len(active)), ends[active]] > (phi * characters[active]).max(axis=1)
+            window[active, age - 1] = phi
+        past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > (phi * characters[texts_now]).max(axis=1)
         by_rule = past_end[active] & (x[:, 2] > 0.5)
-        done = by_rule | (steps >= cap[active])
+        done = by_rule | (age >= cap[texts_now])
         if not done.any():
             continue
-        rows = active[done]
-        lengths[rows], ended[rows] = steps, by_rule[done]
-        errors[rows] = 0.0 if judge is None else judge([texts[i] for i in rows], [written[i, int(continues) : 1 + steps] for i in rows])
-        accepted[rows] = ended[rows] & (errors[rows] <= max_error)
-        stopped = np.isin(groups[active], groups[rows[accepted[rows]]])
-        lengths[active[stopped & ~done]] = steps
+        finished = active[done]
+        lengths[finished], ended[finished] = age[done], by_rule[done]
+        if judge is None:
+            errors[finished] = 0.0
+        else:
+            lines = [written[r, int(continues) : 1 + lengths[r]] for r in finished]
+            errors[finished] = judge([texts[row_text[r]] for r in finished], lines)
+        accepted[finished] = ended[finished] & (errors[finished] <= max_error)
+        text_done[row_text[finished[accepted[finished]]]] = True
+        stopped = text_done[texts_now] & ~done  # candidates beaten by an accepted line
+        lengths[active[stopped]] = age[stopped]
         keep = ~done & ~stopped
         active, x = active[keep], x[keep]
         stepper.keep(keep)
-    lines = [written[i, int(continues) : 1 + lengths[i]] for i in range(n)]
-    result = Samples(lines=lines, ended=ended, errors=errors, accepted=accepted)
+        again = []  # texts that start new lines in place of one that failed
+        for r in finished[~accepted[finished]]:
+            i = row_text[r]
+            if not text_done[i]:
+                again += [i] * min(REPLACEMENTS, attempts - started[i] - again.count(i))
+        if again:
+            active = np.concatenate([active, start(again)])
+            stepper.add(starting, np.array(again))
+            x = np.concatenate([x, start_x[again]])
+    result = Samples(
+        texts=row_text[:rows],
+        starts=row_start[:rows],
+        lines=[written[r, int(continues) : 1 + lengths[r]] for r in range(rows)],
+        ended=ended[:rows],
+        errors=errors[:rows],
+        accepted=accepted[:rows],
+    )
     if return_phi:
-        result.phis = [window[i, : lengths[i], len(prefix) : ends[i]] for i in range(n)]
+        result.phis = [window[r, : lengths[r], len(prefix) : ends[row_text[r]]] for r in range(rows)]
     return result

@@ -24,13 +24,14 @@ from writemate.models.synthesis import Judge, Prime, Synthesis, SynthesisConfig,
 STYLES_FILE = "styles.json"
 MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
 # A line that runs to the step cap has lost its place in its text (about 1 line in 20-30 of the
-# bundled model at bias 0.75-1, docs/synthesis.md); it is written again, up to this many times.
+# bundled model at bias 0.75-1, docs/synthesis.md); it is replaced by new lines in the running
+# batch, up to 1 + RETRIES lines per text line (synthesis.sample_batch).
 RETRIES = 2
 # With a recognizer to check lines (the bundled one, for the bundled model), each line is written
-# CANDIDATES times at once, and each is read back as soon as it ends: the first that ends by the
-# paper's rule with a character error rate of at most MAX_LINE_CER (the failure threshold of
-# `evaluate legibility`) is kept and stops the others. Lines with none kept are written again, up
-# to RETRIES times; then the one read best is kept.
+# CANDIDATES times at once, up to CANDIDATES * (1 + RETRIES) times in all, and each is read back
+# as soon as it ends: the first that ends by the paper's rule with a character error rate of at
+# most MAX_LINE_CER (the failure threshold of `evaluate legibility`) is kept and stops the others.
+# When none is, the one read best is kept.
 CANDIDATES = 2
 MAX_LINE_CER = 0.25
 # A user's ink is scaled so that one character is this wide, as in IAM-OnDB
@@ -301,10 +302,11 @@ class Writer:
         return ink.offsets_to_strokes(ink.denormalise(offsets, self.stats))
 
     def _judge(self, checker) -> Judge:
-        """Lines judged by their character error rate as ``checker`` (a Recognizer) reads them, by best path."""
+        """Lines judged by their character error rate as ``checker`` (a Recognizer) reads them, by best path,
+        straightened as on the page (the reading of a line near the threshold can change with its slant)."""
 
         def judge(texts: list[str], lines: list[np.ndarray]) -> np.ndarray:
-            readings = checker.read_lines([self._strokes(offsets) for offsets in lines], beam=0)
+            readings = checker.read_lines([render.straighten(self._strokes(offsets)) for offsets in lines], beam=0)
             return np.array([metrics.line_cer(t, r.text) for t, r in zip(texts, readings)])
 
         return judge

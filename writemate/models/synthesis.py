@@ -441,6 +441,11 @@ class Affine:
         return nn.functional.linear(x, self.weight, self.bias).numpy()
 
 
+# The paper ends a line once phi past the text exceeds phi at every character (ratio 1). After a
+# final "." the window then often still sits on the dot at the pen lift, and the network writes a
+# second dot or a stray mark before it moves on. At half, lines end at the first dot: of 64 lines
+# ending in ".", the recognizer read 18 % without a final "." instead of 38 %, CER 10.8 % for 11.1 %.
+END_RATIO = 0.5
 STEPS_PER_CHAR = 40  # the step cap per character; the data average about 25 points per character
 ENDING_CHECK_LINES = 64  # validation texts sampled at each validation during training
 
@@ -544,8 +549,9 @@ def sample_batch(
     """Write every text of ``texts`` as one batch, ``biases`` (N,) one per text.
 
     A line ends when the window has moved past its last character (Graves
-    2013 section 5: phi at position U+1 exceeds phi at every character) and
-    the pen has lifted, or after ``steps_per_char`` points per character.
+    2013 section 5: phi at position U+1 exceeds phi at every character; here
+    ``END_RATIO`` times it) and the pen has lifted, or after
+    ``steps_per_char`` points per character.
     With ``prime``, the network first reads the primed line with its text
     (teacher forcing), then writes ``texts`` in the same hand.
 
@@ -612,7 +618,7 @@ def sample_batch(
         written[active, age] = x
         if return_phi:
             window[active, age - 1] = phi
-        past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > (phi * characters[texts_now]).max(axis=1)
+        past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > END_RATIO * (phi * characters[texts_now]).max(axis=1)
         by_rule = past_end[active] & (x[:, 2] > 0.5)
         done = by_rule | (age >= cap[texts_now])
         if not done.any():

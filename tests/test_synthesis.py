@@ -3,26 +3,26 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from scipy.stats import multivariate_normal
-
 from conftest import fit_steps
+from scipy.stats import multivariate_normal
+from torch import nn
+
 from writemate import alphabet
 from writemate.models import mdn
 from writemate.models.synthesis import (
     BF16_MIN_ROWS,
+    WINDOW_CUTOFF,
     Affine,
     Prime,
+    Stepper,
     Synthesis,
     SynthesisConfig,
-    Stepper,
     SynthesisTask,
-    WINDOW_CUTOFF,
     WindowLayer,
     WindowState,
-    lines_ended,
     evaluate_lines,
     gaussian,
+    lines_ended,
     lines_to_tensors,
     sample,
     sample_batch,

@@ -380,11 +380,11 @@ class Stepper:
         """Go on with only these rows of the batch (indices or a boolean mask)."""
         self._set_rows([a[rows] for a in self._row_arrays()])
 
-    def add(self, other: "Stepper", rows: np.ndarray) -> None:
+    def add(self, other: Stepper, rows: np.ndarray) -> None:
         """Append rows ``rows`` of ``other`` (same model, same text length) to the batch."""
         self._set_rows([np.concatenate([a, b[rows]]) for a, b in zip(self._row_arrays(), other._row_arrays())])
 
-    def take(self, rows: np.ndarray) -> "Stepper":
+    def take(self, rows: np.ndarray) -> Stepper:
         """A new Stepper of these rows (the weights are shared)."""
         taken = copy.copy(self)
         taken.keep(rows)

@@ -93,7 +93,7 @@ def trace(writer, text: str, prediction=None, bias: float = 0.75, seed: int = 0)
     ``prediction`` is an optional :class:`writemate.scribble.Scribbler`.
     """
     mdn.check_bias_and_seed(bias, seed)
-    from writemate.api import RETRIES  # the line `writemate write` would write
+    from writemate.api import RETRIES  # capped lines replaced as `writemate write` does (not read back)
 
     offsets = synthesis.sample(writer.model, [text], bias=bias, seed=seed, retries=RETRIES)[0]  # (T, 3) normalised
     raw = ink.denormalise(offsets, writer.stats)

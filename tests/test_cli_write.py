@@ -198,3 +198,6 @@ def test_write_check_option(tiny_writer_dir, tmp_path):
     out = tmp_path / "a.svg"
     assert cli.main(["write", "Hi there", "-o", str(out), "--model", str(tiny_writer_dir), "--check"]) == 0
     assert out.stat().st_size > 100
+    out.unlink()
+    assert cli.main(["write", "Hi there", "-o", str(out), "--model", str(tiny_writer_dir), "--no-check"]) == 0
+    assert out.stat().st_size > 100

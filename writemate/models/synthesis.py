@@ -550,8 +550,8 @@ def sample_batch(
 
     A line ends when the window has moved past its last character (Graves
     2013 section 5: phi at position U+1 exceeds phi at every character; here
-    ``END_RATIO`` times it) and the pen has lifted, or after
-    ``steps_per_char`` points per character.
+    ``END_RATIO`` times phi at every character) and the pen has lifted, or
+    after ``steps_per_char`` points per character.
     With ``prime``, the network first reads the primed line with its text
     (teacher forcing), then writes ``texts`` in the same hand.
 

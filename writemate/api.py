@@ -239,7 +239,7 @@ class Writer:
         is written ``CANDIDATES`` times at once and read back as each ends;
         the first read with a character error rate of at most
         ``MAX_LINE_CER`` is kept (slower: a 20-line page at bias 0.75 took
-        about 7.5 s instead of 3.5).
+        8.5-9 s instead of 4-5, docs/synthesis.md).
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)

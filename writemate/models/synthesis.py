@@ -422,8 +422,8 @@ class Affine:
     paper-size network). On more rows it is bound by arithmetic, and bfloat16
     (AMX or AVX512-BF16) roughly halves it: a step of 20 rows took 2.7 ms instead
     of 3.7, 40 rows 4.3 instead of 5.2 (see ``benchmarks/synthesis_speed.py``).
-    bfloat16 products cost the bundled model 3 nats per line (0.3 %) of
-    validation NLL under teacher forcing. Every product goes through torch:
+    Fed the true points of 64 validation lines, the bundled model's Stepper
+    scored -984.61 nats per line with bfloat16 products, -984.67 with float32. Every product goes through torch:
     numpy's would wake OpenBLAS's own threads, which spin beside torch's and, on
     two cores, made some pages 10x slower.
     """

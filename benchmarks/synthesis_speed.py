@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ def sampling_seconds(model_name: str, repeats: int, check: bool) -> dict:
     writer.write("warm up", seed=0, check=check)  # also loads the checking recognizer
 
     def median_seconds(text: str, times: int) -> float:
-        return float(np.median([timed(lambda: writer.write(text, seed=s, bias=0.75, check=check)) for s in range(times)]))  # noqa: B023
+        return float(np.median([timed(partial(writer.write, text, seed=s, bias=0.75, check=check)) for s in range(times)]))
 
     return {
         "line_30_chars_s": median_seconds(line, repeats),

@@ -209,6 +209,9 @@ def test_mixed_or_empty_folders_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(sequences.DataError, match="no .inkml"):
         sequences.load_folder(tmp_path / "empty")
+    (tmp_path / "line.xml").write_text("<xml")
+    with pytest.raises(sequences.DataError, match="not a sample file"):
+        sequences.load_folder(tmp_path / "line.xml")
 
 
 def test_mfcc_features_and_fsdd_names(tmp_path):

@@ -176,6 +176,8 @@ def data_files(path: Path) -> list[Path]:
     path = Path(path)
     suffixes = INK_SUFFIXES + AUDIO_SUFFIXES + VECTOR_SUFFIXES
     if path.is_file():
+        if path.suffix.lower() not in suffixes:
+            raise DataError(f"{path}: not a sample file (expected .inkml, .json, .wav, .npy or .txt)")
         return [path]
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")

@@ -146,8 +146,8 @@ def test_evaluate_endings_json(iam_dir, tiny_writer_dir, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["lines"] == 4 and [row["bias"] for row in result["biases"]] == [0, 2]
     for row in result["biases"]:
-        assert len(row["capped"]) == round((1 - row["ended"]) * 4)
-        assert all(line["text"].startswith("Line ") for line in row["capped"])
+        assert len(row["lost"]) == round((1 - row["ended"]) * 4)
+        assert all(line["text"].startswith("Line ") for line in row["lost"])
     assert cli.main(list(map(str, args))) == 0
     assert "of lines end before the step cap" in capsys.readouterr().out
     assert cli.main([*map(str, args), "--bias", "-1"]) == 2

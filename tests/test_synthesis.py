@@ -26,7 +26,9 @@ from writemate.models.synthesis import (
     lines_to_tensors,
     sample,
     sample_batch,
+    skips_a_word,
     step_cap,
+    word_spans,
 )
 
 TINY = SynthesisConfig(hidden=16, layers=3, window_mixtures=2, mixtures=3)
@@ -240,11 +242,32 @@ def steered(window_speed: float) -> Synthesis:
 
 def test_lines_ended_tells_lines_that_end_from_lines_stopped_by_the_cap():
     texts = ["hello", "a line", "x", "Quiz 42 is late"]
-    assert lines_ended(steered(math.log(TINY.kappa_scale * 2)), texts, bias=1.0).all()  # 2 characters a point
+    assert lines_ended(steered(math.log(TINY.kappa_scale / 3)), texts, bias=1.0).all()  # 3 points a character
     assert not lines_ended(steered(-30.0), texts, bias=1.0).any()  # the window never moves
     stalled = steered(-30.0)
     lines = sample(stalled, texts, bias=1.0)
     assert [len(line) - 1 for line in lines] == [step_cap(len(t)) for t in texts]
+
+
+def test_words_the_window_jumps_over_are_found():
+    assert word_spans("Mr. X - ok", offset=4) == [(4, 7), (8, 9), (12, 14)]  # "-" is no word
+    dwell = np.zeros(15, dtype=int)
+    dwell[4:7], dwell[8], dwell[12:14] = 1, 5, [2, 0]
+    assert not skips_a_word(word_spans("Mr. X - ok", 4), dwell)  # 2 points for "ok" suffice
+    dwell[4:7] = [3, 0, 0]
+    assert not skips_a_word(word_spans("Mr. X - ok", 4), dwell)
+    dwell[4:7] = [2, 0, 0]
+    assert skips_a_word(word_spans("Mr. X - ok", 4), dwell)
+
+
+def test_a_line_whose_window_jumps_over_words_is_not_accepted_but_written_again():
+    jumping = steered(math.log(TINY.kappa_scale * 3))  # 3 characters a point: every line ends, skipping
+    texts = ["hello there", "a line"]
+    s = sample_batch(jumping, texts, np.full(2, 1.0), seed=0, attempts=3)
+    assert s.ended.all() and s.skipped.all() and not s.accepted.any()
+    assert sorted(s.texts.tolist()) == [0, 0, 0, 1, 1, 1]  # each text used all its attempts
+    assert not lines_ended(jumping, texts, bias=1.0).any()
+    assert not sample_batch(steered(math.log(TINY.kappa_scale / 3)), texts, np.full(2, 1.0)).skipped.any()
 
 
 def test_a_line_stopped_by_the_cap_is_written_again():

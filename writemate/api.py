@@ -23,9 +23,9 @@ from writemate.models.synthesis import Judge, Prime, Synthesis, SynthesisConfig,
 
 STYLES_FILE = "styles.json"
 MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
-# A line that runs to the step cap has lost its place in its text (about 1 line in 20-30 of the
-# bundled model at bias 0.75-1, docs/synthesis.md); it is replaced by new lines in the running
-# batch, up to 1 + RETRIES lines per text line (synthesis.sample_batch).
+# A line that runs to the step cap, or whose window jumps over a word, has lost its place in its
+# text (about 1 line in 10 of the bundled model at bias 0.75, docs/synthesis.md); it is replaced by
+# new lines in the running batch, up to 1 + RETRIES lines per text line (synthesis.sample_batch).
 RETRIES = 2
 # With a recognizer to check lines (the bundled one, for the bundled model), each line is written
 # CANDIDATES times at once, up to CANDIDATES * (1 + RETRIES) times in all, and each is read back
@@ -233,7 +233,7 @@ class Writer:
         characters outside the alphabet unless ``replace_unknown``.
         ``progress`` is called with the number of lines written after each
         batch of up to ``MAX_LINES_PER_BATCH`` lines. A line that loses its
-        place in the text (it reaches the step cap) is written again with
+        place in the text (it reaches the step cap or skips a word) is written again with
         another seed, up to ``retries`` times. With ``check`` and a recognizer
         (``self.checker``; for the bundled model, the bundled one), each line
         is written ``CANDIDATES`` times at once and read back as each ends;

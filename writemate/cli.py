@@ -278,9 +278,9 @@ def cmd_evaluate_endings(args) -> int:
         return 0
     print(f"lines: {result['lines']} ({result['split']} split), seed {result['seed']}")
     for row in result["biases"]:
-        print(f"bias {row['bias']:g}: {100 * row['ended']:.1f} % of lines end before the step cap")
-        for line in row["capped"]:
-            print(f"  capped: {line['id']}: {line['text']}")
+        print(f"bias {row['bias']:g}: {100 * row['ended']:.1f} % of lines end before the step cap without skipping a word")
+        for line in row["lost"]:
+            print(f"  lost its place: {line['id']}: {line['text']}")
     return 0
 
 
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
     add_evaluation_options(t)
     t.set_defaults(func=cmd_evaluate_synthesis)
-    t = targets.add_parser("endings", help="share of sampled lines that end before the step cap, per bias (no recognizer needed)")
+    t = targets.add_parser("endings", help="share of sampled lines that end before the step cap without skipping a word, per bias (no recognizer needed)")
     t.add_argument("--data", type=Path, required=True, help="folder holding the IAM-OnDB archives")
     t.add_argument("--model", default="synthesis", help="bundled model name or trained model folder")
     t.add_argument("--bias", type=float, nargs="+", default=[0.75, 1.0], help="biases to sample at (default 0.75 1)")

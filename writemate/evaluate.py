@@ -81,11 +81,11 @@ def synthesis_endings(
 ) -> dict:
     """How often unprimed samples of the transcriptions of ``split`` end by the paper's rule, per bias.
 
-    A line that runs to the step cap has lost its place in its text (scribble,
-    stalls). Needs no recognizer, so it can choose between checkpoints
-    cheaply; ``evaluate legibility`` measures more. Returns ``{"lines",
-    "split", "seed", "biases": [{"bias", "ended", "capped"}]}``: ``ended`` is a
-    fraction, ``capped`` lists the ids and texts of the lines that hit the cap.
+    A line that runs to the step cap (scribble, stalls) or whose window jumps
+    over a word has lost its place in its text. Needs no recognizer, so it can
+    choose between checkpoints cheaply; ``evaluate legibility`` measures more.
+    Returns ``{"lines", "split", "seed", "biases": [{"bias", "ended", "lost"}]}``:
+    ``ended`` is a fraction, ``lost`` lists the ids and texts of the other lines.
     """
     ids, texts, _ = _transcribed_lines(data, split, limit)
     if not texts:
@@ -95,8 +95,8 @@ def synthesis_endings(
     for bias in biases:
         mdn.check_bias_and_seed(bias, seed)
         ended = synthesis.lines_ended(writer.model, texts, bias, seed)
-        capped = [{"id": ids[i], "text": texts[i]} for i in np.flatnonzero(~ended)]
-        rows.append({"bias": bias, "ended": float(ended.mean()), "capped": capped})
+        lost = [{"id": ids[i], "text": texts[i]} for i in np.flatnonzero(~ended)]
+        rows.append({"bias": bias, "ended": float(ended.mean()), "lost": lost})
         if progress:
             progress(len(texts))
     return {"lines": len(texts), "split": split, "seed": seed, "biases": rows, "seconds": round(time.perf_counter() - started, 1)}

@@ -14,6 +14,7 @@ use PyTorch's fused LSTM.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -455,18 +456,38 @@ def step_cap(characters, steps_per_char: int = STEPS_PER_CHAR):
     return np.maximum(characters, 1) * steps_per_char + 20
 
 
+def word_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
+    """[start, end) positions of the words of ``text`` that hold a letter or digit, shifted by ``offset``."""
+    return [(offset + m.start(), offset + m.end()) for m in re.finditer(r"\S+", text) if any(ch.isalnum() for ch in m.group())]
+
+
+def skips_a_word(spans: list[tuple[int, int]], dwell: np.ndarray) -> bool:
+    """Whether the window jumped over a word: ``dwell`` (U + 1,) counts the points written while each
+    position had the window's largest weight; a word with fewer points than characters was skipped.
+
+    Sampled lines show two kinds of word: written ones get at least 2 points a character (about 25 on
+    average), while a window that jumps leaves whole words with none. Of 96 validation texts
+    sampled by the bundled model at bias 0.75, 10 lines skipped words this way, all read with a CER
+    above 25 %; at bias 0, 19 lines. Punctuation alone ("-", "'") can be passed over in a point or two.
+    """
+    return any(dwell[a:b].sum() < b - a for a, b in spans)
+
+
 def lines_ended(model: Synthesis, texts: list[str], bias: float, seed: int = 0, batch: int = 32) -> np.ndarray:
-    """Whether each of ``texts``, sampled unprimed, ends by the paper's rule before the step cap: bool (N,).
+    """Whether each of ``texts``, sampled unprimed, ends by the paper's rule before the step cap without
+    skipping a word: bool (N,).
 
     A line stopped by the cap has lost its place in the text: it scribbles on
-    after the text or stalls. Lines are sampled ``batch`` at a time, with seeds
+    after the text or stalls. One that skips a word lost it the other way: the
+    window jumped ahead. Lines are sampled ``batch`` at a time, with seeds
     ``seed``, ``seed + batch``, ... as :meth:`Writer.write` does, but never
     retried: this measures the model, not what users get.
     """
     ended = []
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        ended.append(sample_batch(model, chunk, np.full(len(chunk), bias), seed + start).ended)
+        s = sample_batch(model, chunk, np.full(len(chunk), bias), seed + start)
+        ended.append(s.ended & ~s.skipped)
     return np.concatenate(ended) if ended else np.zeros(0, dtype=bool)
 
 
@@ -483,8 +504,9 @@ class Samples:
     starts: np.ndarray  # (R,) the step of the batch before each row's first point
     lines: list[np.ndarray]  # normalised offsets (T_r, 3), the first row where the pen starts
     ended: np.ndarray  # (R,) bool: the line ended by the paper's rule, not at the step cap
+    skipped: np.ndarray  # (R,) bool: it ended by the rule, but the window jumped over a word (skips_a_word)
     errors: np.ndarray  # (R,) the judge's error (0 without a judge); inf for rows stopped unfinished
-    accepted: np.ndarray  # (R,) bool: ended by the rule with an error of at most max_error
+    accepted: np.ndarray  # (R,) bool: ended by the rule, skipped no word, error at most max_error
     phis: list[np.ndarray] | None = None  # window weights (T_r, U_i), if asked for
 
 
@@ -507,9 +529,10 @@ def sample(
     Each text is written by ``candidates`` lines at once, up to
     ``candidates * (1 + retries)`` lines in all, until one is accepted (see
     :func:`sample_batch`): a line stopped by the step cap has lost its place
-    in the text, and one the ``judge`` finds wrong is written again. Each text
-    keeps its accepted line, or else, of the lines that ran to their end, one
-    that ended by the rule, with the lowest error, the latest on ties.
+    in the text, as has one that skipped a word, and one the ``judge`` finds
+    wrong is written again. Each text keeps its accepted line, or else, of the
+    lines that ran to their end, one that ended by the rule without skipping a
+    word, with the lowest error, the latest on ties.
     """
     biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
     batch = sample_batch(
@@ -517,9 +540,10 @@ def sample(
     )
     lines: list = [None] * len(texts)
     phis: list = [None] * len(texts)
-    best = [(np.inf,) * 3] * len(texts)  # (not accepted, capped, error) of the kept line: lower is better
+    best = [(np.inf,) * 3] * len(texts)  # (not accepted, capped or skipping, error) of the kept line: lower is better
     for r, i in enumerate(batch.texts):
-        key = (float(not batch.accepted[r]), float(not batch.ended[r]), float(batch.errors[r]))
+        complete = batch.ended[r] and not batch.skipped[r]
+        key = (float(not batch.accepted[r]), float(not complete), float(batch.errors[r]))
         if np.isfinite(key[2]) and key <= best[i]:
             best[i], lines[i] = key, batch.lines[r]
             if return_phi:
@@ -555,8 +579,9 @@ def sample_batch(
     With ``prime``, the network first reads the primed line with its text
     (teacher forcing), then writes ``texts`` in the same hand.
 
-    A line that has ended is accepted if it ended by the rule and ``judge``
-    (if given) finds an error of at most ``max_error`` in it. Each text is
+    A line that has ended is accepted if it ended by the rule without
+    skipping a word (:func:`skips_a_word`) and ``judge`` (if given) finds an
+    error of at most ``max_error`` in it. Each text is
     written by ``candidates`` lines at once: once one is accepted the others
     stop where they are (error inf); one that ends without being accepted is
     replaced at once by ``REPLACEMENTS`` new lines, until the text has had
@@ -580,6 +605,7 @@ def sample_batch(
     starting = Stepper(model, text, text_mask, state)  # each text's state where a line of it starts
     cap = step_cap(ends - len(prefix), steps_per_char)  # (N,)
     characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (N, U + 1), the end position masked out
+    spans = [word_spans(t, len(prefix)) for t in texts]  # the words each line must write
 
     most = n * max(attempts, 1)  # rows the batch can start
     row_text = np.zeros(most, dtype=np.int64)
@@ -591,6 +617,8 @@ def sample_batch(
     lengths = np.zeros(most, dtype=np.int64)  # points written when the row ended or stopped
     past_end = np.zeros(most, dtype=bool)
     ended = np.zeros(most, dtype=bool)
+    skipped = np.zeros(most, dtype=bool)
+    dwell = np.zeros((most, text.shape[1] + 1), dtype=np.int32)  # points written with the window's peak at each position
     errors = np.full(most, np.inf)
     accepted = np.zeros(most, dtype=bool)
     started = np.zeros(n, dtype=np.int64)  # rows started per text
@@ -618,6 +646,7 @@ def sample_batch(
         written[active, age] = x
         if return_phi:
             window[active, age - 1] = phi
+        dwell[active, phi.argmax(axis=1)] += 1
         past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > END_RATIO * (phi * characters[texts_now]).max(axis=1)
         by_rule = past_end[active] & (x[:, 2] > 0.5)
         done = by_rule | (age >= cap[texts_now])
@@ -625,12 +654,13 @@ def sample_batch(
             continue
         finished = active[done]
         lengths[finished], ended[finished] = age[done], by_rule[done]
+        skipped[finished] = [ended[r] and skips_a_word(spans[row_text[r]], dwell[r]) for r in finished]
         if judge is None:
             errors[finished] = 0.0
         else:
             lines = [written[r, int(continues) : 1 + lengths[r]] for r in finished]
             errors[finished] = judge([texts[row_text[r]] for r in finished], lines)
-        accepted[finished] = ended[finished] & (errors[finished] <= max_error)
+        accepted[finished] = ended[finished] & ~skipped[finished] & (errors[finished] <= max_error)
         text_done[row_text[finished[accepted[finished]]]] = True
         stopped = text_done[texts_now] & ~done  # candidates beaten by an accepted line
         lengths[active[stopped]] = age[stopped]
@@ -651,6 +681,7 @@ def sample_batch(
         starts=row_start[:rows],
         lines=[written[r, int(continues) : 1 + lengths[r]] for r in range(rows)],
         ended=ended[:rows],
+        skipped=skipped[:rows],
         errors=errors[:rows],
         accepted=accepted[:rows],
     )

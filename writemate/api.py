@@ -233,13 +233,14 @@ class Writer:
         characters outside the alphabet unless ``replace_unknown``.
         ``progress`` is called with the number of lines written after each
         batch of up to ``MAX_LINES_PER_BATCH`` lines. A line that loses its
-        place in the text (it reaches the step cap or skips a word) is written again with
-        another seed, up to ``retries`` times. With ``check`` and a recognizer
-        (``self.checker``; for the bundled model, the bundled one), each line
+        place in the text (it reaches the step cap or skips a word) is
+        replaced by new lines in the running batch, up to ``retries`` times.
+        With ``check`` and a recognizer (``self.checker``; for the bundled
+        model, the bundled one), each line
         is written ``CANDIDATES`` times at once and read back as each ends;
         the first read with a character error rate of at most
         ``MAX_LINE_CER`` is kept (slower: a 20-line page at bias 0.75 took
-        8.5-9 s instead of 4-5, docs/synthesis.md).
+        7.4-9 s instead of 4-5, docs/synthesis.md).
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)

@@ -175,15 +175,16 @@ def data_files(path: Path) -> list[Path]:
     """Every readable sample file under ``path`` (or ``path`` itself), sorted."""
     path = Path(path)
     suffixes = INK_SUFFIXES + AUDIO_SUFFIXES + VECTOR_SUFFIXES
+    names = ", ".join(suffixes)
     if path.is_file():
         if path.suffix.lower() not in suffixes:
-            raise DataError(f"{path}: not a sample file (expected .inkml, .json, .wav, .npy or .txt)")
+            raise DataError(f"{path}: not a sample file (expected {names})")
         return [path]
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
-        raise DataError(f"{path}: no .inkml, .json, .wav, .npy or .txt files found")
+        raise DataError(f"{path}: no {names} files found")
     return files
 
 

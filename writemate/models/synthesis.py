@@ -486,8 +486,7 @@ def lines_ended(model: Synthesis, texts: list[str], bias: float, seed: int = 0, 
     ended = []
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        s = sample_batch(model, chunk, np.full(len(chunk), bias), seed + start)
-        ended.append(s.ended & ~s.skipped)
+        ended.append(sample_batch(model, chunk, np.full(len(chunk), bias), seed + start).complete)
     return np.concatenate(ended) if ended else np.zeros(0, dtype=bool)
 
 
@@ -508,6 +507,11 @@ class Samples:
     errors: np.ndarray  # (R,) the judge's error (0 without a judge); inf for rows stopped unfinished
     accepted: np.ndarray  # (R,) bool: ended by the rule, skipped no word, error at most max_error
     phis: list[np.ndarray] | None = None  # window weights (T_r, U_i), if asked for
+
+    @property
+    def complete(self) -> np.ndarray:
+        """(R,) bool: the line ended by the rule and wrote every word."""
+        return self.ended & ~self.skipped
 
 
 def sample(
@@ -541,9 +545,9 @@ def sample(
     lines: list = [None] * len(texts)
     phis: list = [None] * len(texts)
     best = [(np.inf,) * 3] * len(texts)  # (not accepted, capped or skipping, error) of the kept line: lower is better
+    complete = batch.complete
     for r, i in enumerate(batch.texts):
-        complete = batch.ended[r] and not batch.skipped[r]
-        key = (float(not batch.accepted[r]), float(not complete), float(batch.errors[r]))
+        key = (float(not batch.accepted[r]), float(not complete[r]), float(batch.errors[r]))
         if np.isfinite(key[2]) and key <= best[i]:
             best[i], lines[i] = key, batch.lines[r]
             if return_phi:
@@ -552,7 +556,7 @@ def sample(
 
 
 # A line that fails is replaced by this many: a text that failed once is likely to fail again
-# (digits, rare words), and rounds run one after the other while more lines in a round cost little.
+# (digits, rare words), and one more row in the running batch costs little.
 REPLACEMENTS = 2
 
 
@@ -660,7 +664,7 @@ def sample_batch(
         else:
             lines = [written[r, int(continues) : 1 + lengths[r]] for r in finished]
             errors[finished] = judge([texts[row_text[r]] for r in finished], lines)
-        accepted[finished] = ended[finished] & ~skipped[finished] & (errors[finished] <= max_error)
+        accepted[finished] = ended[finished] & ~skipped[finished] & (errors[finished] <= max_error)  # Samples.complete
         text_done[row_text[finished[accepted[finished]]]] = True
         stopped = text_done[texts_now] & ~done  # candidates beaten by an accepted line
         lengths[active[stopped]] = age[stopped]

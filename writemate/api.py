@@ -57,6 +57,11 @@ class Style:
     def prime(self) -> Prime:
         return Prime(self.offsets, self.text)
 
+    @property
+    def sample_text(self) -> str:
+        """The line `writemate styles --preview` writes in this style."""
+        return f"Style {self.id}: the quick brown fox"
+
 
 @dataclass
 class Handwriting:

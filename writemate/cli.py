@@ -244,7 +244,7 @@ def cmd_styles(args) -> int:
         page = PageStyle()
         rows = []  # each style's sample line, moved down to its own row
         for i, s in enumerate(writer.styles):
-            written = writer.write(f"Style {s.id}: the quick brown fox", style=s.id, bias=s.bias, seed=args.seed)
+            written = writer.write(s.sample_text, style=s.id, bias=s.bias, seed=args.seed)
             rows.extend([st + [0, i * page.line_height] for st in line] for line in written.lines)
         save(args.preview, to_png(rows, page))
     return 0

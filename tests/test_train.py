@@ -86,6 +86,8 @@ def test_bad_config_is_refused():
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(ValueError, match="unknown noise"):
         TrainConfig(noise="loud")
+    with pytest.raises(ValueError, match="decay_after"):
+        TrainConfig(decay_after=-1)
 
 
 def test_lr_decay_applies_per_epoch_and_survives_resume(tmp_path):
@@ -101,6 +103,10 @@ def test_lr_decay_applies_per_epoch_and_survives_resume(tmp_path):
     lower.config.lr, lower.config.lr_decay = 1e-3, 0.5
     lower.load_checkpoint()
     assert lower.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25)
+    later = make_trainer(tmp_path / "run", epochs=3)  # decay from epoch 1 on: one halving after 2 epochs
+    later.config.lr_decay, later.config.decay_after = 0.5, 1
+    later.load_checkpoint()
+    assert later.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5)
 
 
 def test_time_limit_validates_before_stopping(tmp_path):
@@ -157,7 +163,7 @@ def test_a_resumed_run_keeps_its_learning_rate_unless_given(tmp_path):
     run = tmp_path / "run"
     assert cli._train_config(parser.parse_args(["--run", str(run)])).lr == 1e-3
     run.mkdir()
-    (run / "checkpoint.json").write_text(json.dumps({"train_config": {"lr": 5e-4, "lr_decay": 0.9}}))
+    (run / "checkpoint.json").write_text(json.dumps({"train_config": {"lr": 5e-4, "lr_decay": 0.9, "decay_after": 4}}))
     kept = cli._train_config(parser.parse_args(["--run", str(run)]))
-    assert (kept.lr, kept.lr_decay) == (5e-4, 0.9)
+    assert (kept.lr, kept.lr_decay, kept.decay_after) == (5e-4, 0.9, 4)
     assert cli._train_config(parser.parse_args(["--run", str(run), "--lr", "2e-4"])).lr == 2e-4

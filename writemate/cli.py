@@ -49,6 +49,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-minutes", type=float, default=5.0)
     g.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
     g.add_argument("--lr-decay", type=float, help="multiply the learning rate by this after every epoch (default 1; a resumed run keeps its own unless given)")
+    g.add_argument("--decay-after", type=int, help="epochs at the full learning rate before --lr-decay starts (default 0)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
     g.add_argument("--seed", type=whole_number, default=0)
     g.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
@@ -63,8 +64,8 @@ def _train_config(args):
         torch.set_num_threads(args.threads)
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    stored = saved_train_config(args.run)  # a resumed run keeps its learning rate unless it is given again
-    given = {k: stored[k] for k in ("lr", "lr_decay") if k in stored} | given
+    stored = saved_train_config(args.run)  # a resumed run keeps its learning-rate schedule unless it is given again
+    given = {k: stored[k] for k in ("lr", "lr_decay", "decay_after") if k in stored} | given
     try:
         return TrainConfig(**given)
     except ValueError as e:

@@ -81,6 +81,7 @@ class TrainConfig:
     eval_every: int = 0  # also validate every N steps (0: once per epoch)
     bf16: bool = False  # bfloat16 autocast for forward passes
     lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
+    decay_after: int = 0  # epochs at the full rate before lr_decay starts (Zaremba et al. 2014: 4)
     seed: int = 0
 
     def __post_init__(self):
@@ -92,6 +93,8 @@ class TrainConfig:
             raise ValueError("lr must be positive, batch_size and epochs at least 1")
         if not 0 < self.lr_decay <= 1:
             raise ValueError("lr_decay must be in (0, 1]")
+        if self.decay_after < 0:
+            raise ValueError("decay_after must be 0 or more epochs")
 
 
 @dataclass
@@ -286,11 +289,11 @@ class Trainer:
         if hasattr(self.task, "load_state_tensors"):
             self.task.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("task.")})
         self.state = TrainState(**meta["state"])
-        self._set_lr()  # from this run's config, so a resume may change --lr or --lr-decay
+        self._set_lr()  # from this run's config, so a resume may change --lr, --lr-decay or --decay-after
         return True
 
     def _set_lr(self) -> None:
-        lr = self.config.lr * self.config.lr_decay**self.state.epoch
+        lr = self.config.lr * self.config.lr_decay ** max(0, self.state.epoch - self.config.decay_after)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 

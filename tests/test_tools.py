@@ -1,0 +1,88 @@
+"""tools/: the export gate that keeps worse synthesis weights out of the package, checkpoint averaging."""
+
+import functools
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import iam_with_validation, make_tiny_writer_folder
+
+from writemate import api, loading
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+needs_recognizer = pytest.mark.skipif(
+    "recognizer" not in loading.bundled(), reason="the gate reads with the bundled recognizer"
+)
+
+
+def run_tool(monkeypatch, *args, name: str = "export_model") -> None:
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *map(str, args)])
+    tool.main()
+
+
+@needs_recognizer
+def test_synthesis_export_needs_the_candidates_own_styles(tmp_path, monkeypatch, capsys):
+    data = iam_with_validation(tmp_path)
+    bundled = make_tiny_writer_folder(tmp_path / "bundled", seed=0)
+    candidate = make_tiny_writer_folder(tmp_path / "candidate", seed=1)
+    (candidate / "styles.json").unlink()
+    before = (bundled / "model.safetensors").read_bytes()
+
+    with pytest.raises(SystemExit, match="has no styles.json; make its styles first"):
+        run_tool(monkeypatch, candidate, bundled, "--data", data)
+    assert (bundled / "model.safetensors").read_bytes() == before  # a refusal leaves the bundle alone
+
+
+@needs_recognizer
+def test_synthesis_export_compares_styled_lines_and_brings_the_styles(tmp_path, monkeypatch, capsys):
+    data = iam_with_validation(tmp_path)
+    bundled = make_tiny_writer_folder(tmp_path / "bundled", seed=0)
+    candidate = make_tiny_writer_folder(tmp_path / "candidate", seed=1)
+    styles = json.loads((candidate / "styles.json").read_text())
+    styles[0]["name"] = "the candidate's own"
+    (candidate / "styles.json").write_text(json.dumps(styles))
+
+    # Random tiny networks write nothing the recognizer can read: every line fails for both, a tie passes.
+    # Their lines never end, so a short step cap keeps the test fast.
+    monkeypatch.setattr(api, "sample", functools.partial(api.sample, steps_per_char=3))
+    run_tool(monkeypatch, candidate, bundled, "--data", data)
+    out = capsys.readouterr().out
+    assert "failure rate in its own styles: bundled 1.000, new 1.000" in out
+    assert json.loads((bundled / "styles.json").read_text())[0]["name"] == "the candidate's own"
+
+
+def test_averaged_weights_are_the_mean_and_keep_the_network(tmp_path, monkeypatch, capsys):
+    from writemate import checkpoint
+
+    a = make_tiny_writer_folder(tmp_path / "a", seed=0)
+    b = make_tiny_writer_folder(tmp_path / "b", seed=1)
+    run_tool(monkeypatch, a, b, "-o", tmp_path / "mean", name="average_weights")
+
+    wa, wb, mean = (checkpoint.load_tensors(f / "model.safetensors") for f in (a, b, tmp_path / "mean"))
+    for key in wa:
+        assert torch.allclose(mean[key], (wa[key] + wb[key]) / 2, atol=1e-6)
+    config = json.loads((tmp_path / "mean" / "config.json").read_text())
+    assert config["metrics"] == {} and config["averaged_from"] == [str(a), str(b)]
+    loading.load(tmp_path / "mean").write("ab", check=False)  # a ready model
+
+    with pytest.raises(SystemExit, match="not empty"):  # never overwrites
+        run_tool(monkeypatch, a, b, "-o", tmp_path / "mean", name="average_weights")
+
+
+def test_averaging_refuses_different_networks(tmp_path, monkeypatch):
+    from writemate import checkpoint
+    from writemate.models.synthesis import Synthesis, SynthesisConfig
+
+    a = make_tiny_writer_folder(tmp_path / "a", seed=0)
+    other = SynthesisConfig(hidden=8, layers=2, window_mixtures=2, mixtures=3)
+    stats = {"mean_x": 8.0, "mean_y": 0.0, "std_x": 40.0, "std_y": 37.0}
+    checkpoint.save_model(tmp_path / "b", Synthesis(other), "synthesis", {"model": other.to_dict(), "stats": stats})
+    with pytest.raises(SystemExit, match="different networks"):
+        run_tool(monkeypatch, a, tmp_path / "b", "-o", tmp_path / "mean", name="average_weights")
+    assert not (tmp_path / "mean").exists()

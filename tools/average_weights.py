@@ -1,0 +1,66 @@
+"""Average the weights of several model folders of one training run (checkpoint averaging).
+
+    python tools/average_weights.py SNAPSHOT_A SNAPSHOT_B ... -o AVERAGED [--data IAM-ONDB]
+
+The folders must hold the same network (same config.json "config"); the mean
+of each tensor goes to AVERAGED/model.safetensors with the last folder's
+config.json, its metrics dropped (they describe other weights) and the
+folders listed under "averaged_from". With --data, the validation NLL of the
+synthesis or prediction network is measured again (the protocol of
+`writemate evaluate synthesis --split validation`, which the training's own
+validation uses) and stored as "val_nll", so tools/export_model.py can
+compare it. Nearby checkpoints of one run sample differently from one step to
+the next (docs/synthesis.md); their average is often smoother.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from writemate import checkpoint, evaluate, loading
+
+EVALUATORS = {"synthesis": evaluate.synthesis_nll, "prediction": evaluate.prediction_nll}
+
+
+def average(folders: list[Path], out: Path) -> dict:
+    """Write the mean weights of ``folders`` to ``out``; returns the new config."""
+    configs = [checkpoint.read_config(f) for f in folders]
+    if any(c["config"] != configs[0]["config"] for c in configs):
+        raise SystemExit("refusing: the folders hold different networks (their config.json 'config' differs)")
+    weights = [checkpoint.load_tensors(f / checkpoint.WEIGHTS) for f in folders]
+    mean = {
+        k: (sum(w[k].double() for w in weights) / len(weights)).to(v.dtype) if v.is_floating_point() else v
+        for k, v in weights[-1].items()
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_tensors(out / checkpoint.WEIGHTS, mean)
+    config = dict(configs[-1], metrics={}, averaged_from=[str(f) for f in folders])
+    checkpoint.atomic_write_json(out / checkpoint.CONFIG, config)
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--data", type=Path, help="IAM-OnDB archives: measure the validation NLL of the average")
+    args = parser.parse_args()
+    if len(args.folders) < 2:
+        raise SystemExit("give at least two model folders to average")
+    if args.output.exists() and any(args.output.iterdir()):
+        raise SystemExit(f"refusing: {args.output} exists and is not empty")
+    config = average(args.folders, args.output)
+    if args.data is not None:
+        family = config.get("family")
+        if family not in EVALUATORS:
+            raise SystemExit(f"--data measures synthesis or prediction networks, not {family!r}")
+        result = EVALUATORS[family](loading.load(args.output), args.data, split="validation")
+        config["metrics"] = {"val_nll": result["nll"], "val_sse": result["sse"]}
+        checkpoint.atomic_write_json(args.output / checkpoint.CONFIG, config)
+        print(f"validation NLL {result['nll']:.1f} nats per line, SSE {result['sse']:.4f}, {result['lines']} lines")
+    print(f"averaged {len(args.folders)} folders into {args.output}")
+
+
+if __name__ == "__main__":
+    main()

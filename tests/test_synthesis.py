@@ -366,3 +366,29 @@ def test_sample_keeps_an_accepted_line_for_every_text_it_can():
     lines = sample(model, texts, bias=0.5, seed=1, retries=3, candidates=3, judge=judge, max_error=0)
     assert judge_even(texts, lines).tolist() == [0] * len(texts)
     assert sum(calls) <= len(texts) * 3 * 4
+
+
+def test_a_run_started_from_a_trained_model_keeps_its_network_and_normalisation(
+    tiny_writer_dir, tiny_prediction_dir, tmp_path, capsys
+):
+    import json
+
+    from conftest import iam_with_validation
+
+    from writemate import checkpoint, cli
+
+    data = iam_with_validation(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "synthesis", "--data", str(data), "--run", str(run), "--init", str(tiny_writer_dir),
+            "--batch-size", "4", "--epochs", "1", "--lr", "1e-9"]  # fmt: skip
+    assert cli.main(args) == 0
+    start, tuned = json.loads((tiny_writer_dir / "config.json").read_text()), json.loads((run / "best" / "config.json").read_text())
+    assert tuned["config"]["model"] == start["config"]["model"]
+    assert tuned["config"]["stats"] == start["config"]["stats"]  # not the statistics of this data
+    before, after = (checkpoint.load_tensors(f / "model.safetensors") for f in (tiny_writer_dir, run / "best"))
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+
+    assert cli.main(args[:-2] + ["--hidden", "8"]) == 2
+    assert "drop --hidden" in capsys.readouterr().err
+    assert cli.main([*args[:7], str(tiny_prediction_dir)]) == 2
+    assert "a prediction model cannot start a synthesis run" in capsys.readouterr().err

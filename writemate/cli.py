@@ -110,21 +110,39 @@ def cmd_train(args) -> int:
     config = _train_config(args)
     hidden = 400 if args.hidden is None else args.hidden  # the paper's sizes for synthesis and prediction
     layers = 3 if args.layers is None else args.layers
+    init = _init_folder(args)
     if args.family == "synthesis":
         model_config = SynthesisConfig(hidden=hidden, layers=layers)
-        state = pipelines.train_synthesis(args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines)
+        state = pipelines.train_synthesis(
+            args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init
+        )
     elif args.family == "prediction":
         try:
             model_config = PredictionConfig(hidden=hidden, layers=layers)
         except ValueError as e:
             raise UsageError(str(e)) from e
-        state = pipelines.train_prediction(args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines)
+        state = pipelines.train_prediction(
+            args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init
+        )
     elif args.family == "recognizer":
         state = cli_recognize.train_recognizer(args, config)
     else:
         raise UsageError(f"unknown model family {args.family!r}")
     print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
     return 0
+
+
+def _init_folder(args) -> Path | None:
+    """The model folder --init names (a bundled name or a folder), checked before any data is read."""
+    from writemate import loading
+
+    if args.init is None:
+        return None
+    if args.family == "recognizer":
+        raise UsageError("--init starts synthesis and prediction runs only")
+    if args.hidden is not None or args.layers is not None:
+        raise UsageError("--init takes the network's size from the model it starts from; drop --hidden and --layers")
+    return loading.resolve(args.init)
 
 
 def _read_text(arg: str) -> str:
@@ -320,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, help="LSTM cells per layer (default 400; recognizer: 192 per direction)")
     p.add_argument("--layers", type=int, help="LSTM layers (default 3)")
     p.add_argument("--max-val-lines", type=int, default=0, help="validate on the first N validation lines only (0: all)")
+    p.add_argument(
+        "--init",
+        help="start a new run from this trained model (bundled name or folder): its weights, size and "
+        "normalisation, with a fresh optimiser (fine-tuning; synthesis and prediction)",
+    )
     _add_train_options(p)
     from writemate import cli_recognize  # its options, read only by `train recognizer`
 

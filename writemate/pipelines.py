@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from writemate import alphabet, ink
+from writemate import alphabet, checkpoint, ink
 from writemate.data import iam_ondb
 from writemate.models.prediction import FAMILY, Prediction, PredictionConfig, PredictionTask
 from writemate.models.recognizer import FAMILY as RECOGNIZER
@@ -54,6 +54,14 @@ def _require_both_sides(data: Path, train_lines: int, val_lines: int) -> None:
         )
 
 
+def _start_from(folder: Path, family: str, config_class):
+    """The network config and normalisation of the trained ``family`` model in ``folder``, to start a run from."""
+    meta = checkpoint.read_config(folder)
+    if meta.get("family") != family:
+        raise checkpoint.CheckpointError(f"{folder}: a {meta.get('family')} model cannot start a {family} run")
+    return config_class(**meta["config"]["model"]), ink.OffsetStats(**meta["config"]["stats"])
+
+
 def train_synthesis(
     data: Path,
     run_dir: Path,
@@ -61,9 +69,17 @@ def train_synthesis(
     train_config: TrainConfig,
     progress: Callable[[dict], None] | None = None,
     max_val_lines: int = 0,
+    init: Path | None = None,
 ):
+    """The synthesis network (Graves 2013 section 5). With ``init`` (a trained model folder), a new run
+    starts from that model's weights, network config and normalisation (fine-tuning), with a fresh
+    optimiser; a run that resumes from its own checkpoint does not need it."""
     train, val, stats = iam_training_split(data)
+    if init is not None:
+        model_config, stats = _start_from(init, "synthesis", SynthesisConfig)
     model = Synthesis(model_config)
+    if init is not None:
+        checkpoint.load_weights(model, init)
     task = SynthesisTask(model, _pairs(train, stats), _pairs(val, stats), max_val_lines=max_val_lines)
     config = {"model": model_config.to_dict(), "stats": stats.to_dict()}
     trainer = Trainer(task, train_config, run_dir, family="synthesis", model_config=config)
@@ -77,12 +93,18 @@ def train_prediction(
     train_config: TrainConfig,
     progress: Callable[[dict], None] | None = None,
     max_val_lines: int = 0,
+    init: Path | None = None,
 ):
-    """The prediction network (Graves 2013 section 4) on the same lines and split as the synthesis network."""
+    """The prediction network (Graves 2013 section 4) on the same lines and split as the synthesis network;
+    ``init`` as for :func:`train_synthesis`."""
     train, val, stats = iam_training_split(data)
+    if init is not None:
+        model_config, stats = _start_from(init, FAMILY, PredictionConfig)
     train_x, val_x = _pairs(train, stats)[0], _pairs(val, stats)[0]
     _require_both_sides(data, len(train_x), len(val_x))
     model = Prediction(model_config)
+    if init is not None:
+        checkpoint.load_weights(model, init)
     task = PredictionTask(model, train_x, val_x, max_val_lines=max_val_lines)
     config = {"model": model_config.to_dict(), "stats": stats.to_dict()}
     trainer = Trainer(task, train_config, run_dir, family=FAMILY, model_config=config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,20 @@ def test_tiny_model_loss_falls(tmp_path):
 
 class Killed(Exception):
     pass
+
+
+def test_init_scale_starts_every_weight_in_range_but_the_forget_gate_bias():
+    config = LanguageModelConfig(vocab_size=50, embedding=8, hidden=16, layers=2, init_scale=0.1)
+    model = LanguageModel(config)
+    for name, p in model.named_parameters():
+        values = p.detach().clone()
+        if name.startswith("lstm.bias_ih"):
+            assert torch.all(values[16:32] == 1.0)  # the forget gate's
+            values = torch.cat([values[:16], values[32:]])
+        assert values.abs().max() <= 0.1, name
+    assert LanguageModel(replace(config, init_scale=0.0)).embedding.weight.abs().max() > 1  # PyTorch's N(0, 1)
+    with pytest.raises(ValueError, match="init_scale"):
+        LanguageModelConfig(init_scale=-1)
 
 
 def test_resume_after_a_kill_gives_the_same_weights(tmp_path):

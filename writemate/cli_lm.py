@@ -34,7 +34,8 @@ def cmd_train(args) -> int:
     _require(args.max_val_tokens >= 0, "--max-val-tokens must not be negative")
     try:
         model_config = LanguageModelConfig(
-            level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout
+            level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+            init_scale=args.init_scale,
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -95,6 +96,10 @@ def add_commands(sub) -> None:
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--embedding", type=int, default=256)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument(
+        "--init-scale", type=float, default=0.0,
+        help="start every weight uniform in [-S, S] (0.1 in Zaremba et al. 2014); 0: PyTorch's initialisation",
+    )
     p.add_argument("--bptt", type=int, default=100, help="tokens per truncated back-propagation window")
     p.add_argument("--max-vocab", type=int, help="keep the most frequent symbols (default: all chars; 10000 words)")
     p.add_argument("--valid-fraction", type=float, default=0.05, help="held out when there is no valid file")

@@ -52,6 +52,7 @@ class LanguageModelConfig:
     hidden: int = 1000
     layers: int = 1
     dropout: float = 0.0  # on the embedding, between layers and before the softmax
+    init_scale: float = 0.0  # > 0: every weight starts uniform in [-init_scale, init_scale] (Zaremba et al. 2014)
 
     def __post_init__(self):
         if self.level not in text.LEVELS:
@@ -60,6 +61,8 @@ class LanguageModelConfig:
             raise ValueError("embedding, hidden and layers must be at least 1")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.init_scale < 0:
+            raise ValueError(f"init_scale must be 0 (PyTorch's initialisation) or more, not {self.init_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +77,11 @@ class LanguageModel(nn.Module):
         self.lstm = nn.LSTM(e, h, num_layers=n, dropout=config.dropout if n > 1 else 0.0, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(h, v)
-        with torch.no_grad():  # forget-gate bias 1: keeps memory early in training
+        with torch.no_grad():
+            if config.init_scale > 0:  # PyTorch's default embedding is N(0, 1), large for plain SGD at rate 1
+                for p in self.parameters():
+                    p.uniform_(-config.init_scale, config.init_scale)
+            # forget-gate bias 1: keeps memory early in training
             for layer in range(n):
                 getattr(self.lstm, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
 

@@ -230,6 +230,13 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     assert main(["lm", "evaluate", "--model", str(run), "--data", str(tmp_path / "toy.txt"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["bpc"] > 0 and math.isfinite(metrics["perplexity"]) and metrics["tokens"] == metrics["characters"]
+    assert metrics["window"] == 20  # the training BPTT length
+    args = ["lm", "evaluate", "--model", str(run), "--data", str(tmp_path / "toy.txt"), "--json", "--streams", "1"]
+    main([*args, "--dynamic-lr", "0.1"])
+    long_steps = json.loads(capsys.readouterr().out)
+    main([*args, "--dynamic-lr", "0.1", "--window", "4"])
+    short_steps = json.loads(capsys.readouterr().out)
+    assert short_steps["window"] == 4 and short_steps["bpc"] != long_steps["bpc"]  # four times the updates
     assert main(["lm", "sample", "--model", str(run), "--prime", "the cat", "--length", "40", "--seed", "3"]) == 0
     first = capsys.readouterr().out
     assert first.startswith("the cat") and len(first) >= len("the cat") + 40

@@ -59,8 +59,9 @@ def cmd_evaluate(args) -> int:
     _require(args.streams >= 1, "--streams must be at least 1")
     _require(args.context >= 0 and args.max_tokens >= 0, "--context and --max-tokens must not be negative")
     _require(args.dynamic_lr >= 0, "--dynamic-lr must not be negative")
+    _require(args.window >= 0, "--window must not be negative")
     predictor = _load_predictor(args.model)
-    metrics = predictor.evaluate(args.data, args.streams, args.context, args.dynamic_lr, args.max_tokens)
+    metrics = predictor.evaluate(args.data, args.streams, args.context, args.dynamic_lr, args.max_tokens, args.window)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -113,6 +114,10 @@ def add_commands(sub) -> None:
     p.add_argument("--streams", type=int, default=16, help="pieces read side by side (1: one exact, slow pass)")
     p.add_argument("--context", type=int, default=200, help="unscored tokens each piece reads first")
     p.add_argument("--dynamic-lr", type=float, default=0.0, help="dynamic evaluation: SGD learning rate (0: off)")
+    p.add_argument(
+        "--window", type=int, default=0,
+        help="tokens read per step (default: the training BPTT length); dynamic evaluation updates after each",
+    )
     p.add_argument("--max-tokens", type=int, default=0, help="evaluate the first N tokens only (0: all)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_evaluate)

@@ -314,13 +314,26 @@ class TextPredictor:
         return self.vocab.level
 
     def evaluate(
-        self, data: Path, streams: int = 16, context: int = 200, dynamic_lr: float = 0.0, max_tokens: int = 0
+        self,
+        data: Path,
+        streams: int = 16,
+        context: int = 200,
+        dynamic_lr: float = 0.0,
+        max_tokens: int = 0,
+        window: int = 0,
     ) -> dict:
-        """BPC, perplexity, error (%) and counts on a file, or on the test file of a folder."""
+        """BPC, perplexity, error (%) and counts on a file, or on the test file of a folder.
+
+        ``window`` tokens are read per step (0: the training BPTT length); dynamic evaluation
+        updates the model after each window, so shorter windows adapt more often.
+        """
+        if window < 0:
+            raise ValueError("window must be 0 (the training BPTT length) or more")
         path = text.find_test(data, self.level)
         stream = text.encode_file(path, self.vocab).head(max_tokens)
-        score = evaluate_stream(self.model, stream, streams, self.bptt, context, dynamic_lr)
-        return {**score.metrics(self.level), "file": str(path), "dynamic": dynamic_lr > 0}
+        window = window or self.bptt
+        score = evaluate_stream(self.model, stream, streams, window, context, dynamic_lr)
+        return {**score.metrics(self.level), "file": str(path), "dynamic": dynamic_lr > 0, "window": window}
 
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, seed: int = 0) -> str:
         """``prime`` and a continuation of ``length`` tokens (characters or words)."""

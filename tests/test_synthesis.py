@@ -212,6 +212,27 @@ def test_a_few_steps_lower_the_loss():
     assert result.nats.item() / result.units < first - 0.2
 
 
+def test_input_noise_moves_the_inputs_only():
+    offsets, texts = random_lines(4)
+    task = SynthesisTask(Synthesis(TINY), (offsets, texts), (offsets[:2], texts[:2]), input_noise=0.1)
+    seen = []
+
+    def forward(x, text, text_mask):
+        seen.append(x)
+        return task.model(x, text, text_mask)
+
+    torch.manual_seed(0)
+    noisy = task.loss(forward, [0, 1, 2, 3])
+    task.input_noise = 0.0
+    clean = task.loss(forward, [0, 1, 2, 3])
+    moved = seen[0] - seen[1]  # (B, T, 3)
+    assert torch.equal(moved[..., 2], torch.zeros_like(moved[..., 2]))  # pen lifts untouched
+    assert 0.08 < moved[..., :2].std().item() < 0.12
+    assert noisy.units == clean.units and noisy.nats.item() != clean.nats.item()
+    with pytest.raises(ValueError, match="input_noise"):
+        SynthesisTask(task.model, (offsets, texts), (offsets, texts), input_noise=-1)
+
+
 def test_sampling_is_seeded_and_ends():
     torch.manual_seed(0)
     model = Synthesis(TINY)

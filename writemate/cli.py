@@ -111,10 +111,12 @@ def cmd_train(args) -> int:
     hidden = 400 if args.hidden is None else args.hidden  # the paper's sizes for synthesis and prediction
     layers = 3 if args.layers is None else args.layers
     init = _init_folder(args)
+    if args.input_noise < 0 or (args.input_noise and args.family != "synthesis"):
+        raise UsageError("--input-noise takes a std of 0 or more, for synthesis runs")
     if args.family == "synthesis":
         model_config = SynthesisConfig(hidden=hidden, layers=layers)
         state = pipelines.train_synthesis(
-            args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init
+            args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init, args.input_noise
         )
     elif args.family == "prediction":
         try:
@@ -338,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, help="LSTM cells per layer (default 400; recognizer: 192 per direction)")
     p.add_argument("--layers", type=int, help="LSTM layers (default 3)")
     p.add_argument("--max-val-lines", type=int, default=0, help="validate on the first N validation lines only (0: all)")
+    p.add_argument(
+        "--input-noise", type=float, default=0.0,
+        help="synthesis: std of Gaussian noise on the input pen moves (normalised units), for robust sampling",
+    )
     p.add_argument(
         "--init",
         help="start a new run from this trained model (bundled name or folder): its weights, size and "

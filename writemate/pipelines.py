@@ -70,18 +70,20 @@ def train_synthesis(
     progress: Callable[[dict], None] | None = None,
     max_val_lines: int = 0,
     init: Path | None = None,
+    input_noise: float = 0.0,
 ):
     """The synthesis network (Graves 2013 section 5). With ``init`` (a trained model folder), a new run
     starts from that model's weights, network config and normalisation (fine-tuning), with a fresh
-    optimiser; a run that resumes from its own checkpoint does not need it."""
+    optimiser; a run that resumes from its own checkpoint does not need it. ``input_noise``: std of the
+    noise added to the input pen moves (see :class:`SynthesisTask`)."""
     train, val, stats = iam_training_split(data)
     if init is not None:
         model_config, stats = _start_from(init, "synthesis", SynthesisConfig)
     model = Synthesis(model_config)
     if init is not None:
         checkpoint.load_weights(model, init)
-    task = SynthesisTask(model, _pairs(train, stats), _pairs(val, stats), max_val_lines=max_val_lines)
-    config = {"model": model_config.to_dict(), "stats": stats.to_dict()}
+    task = SynthesisTask(model, _pairs(train, stats), _pairs(val, stats), max_val_lines, input_noise)
+    config = {"model": model_config.to_dict(), "stats": stats.to_dict(), "input_noise": input_noise}
     trainer = Trainer(task, train_config, run_dir, family="synthesis", model_config=config)
     return trainer.fit(progress)
 

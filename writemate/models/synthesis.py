@@ -301,8 +301,20 @@ class SynthesisTask:
 
     metric = "val_nll"
 
-    def __init__(self, model: Synthesis, train: tuple[list, list], val: tuple[list, list], max_val_lines: int = 0):
+    def __init__(
+        self,
+        model: Synthesis,
+        train: tuple[list, list],
+        val: tuple[list, list],
+        max_val_lines: int = 0,
+        input_noise: float = 0.0,
+    ):
+        if input_noise < 0:
+            raise ValueError(f"input_noise must be 0 or more, not {input_noise}")
         self.model = model
+        # std of Gaussian noise added to the input pen moves (normalised units), not to the targets:
+        # when sampling, the network reads its own imperfect moves, never the clean data.
+        self.input_noise = input_noise
         self.train_x, self.train_text = train
         self.val_x, self.val_text = val
         if max_val_lines:
@@ -317,6 +329,8 @@ class SynthesisTask:
         x, target, mask, text, text_mask = lines_to_tensors(
             [self.train_x[i] for i in idx], [self.train_text[i] for i in idx]
         )
+        if self.input_noise:
+            x = torch.cat([x[..., :2] + self.input_noise * torch.randn_like(x[..., :2]), x[..., 2:]], dim=-1)
         y, _ = forward(x, text, text_mask)
         nats = (mdn.nll(y.float(), target) * mask).sum()
         return LossResult(nats=nats, units=int(mask.sum()), sequences=len(idx))

@@ -24,7 +24,7 @@ from writemate.models.synthesis import Judge, Prime, Synthesis, SynthesisConfig,
 STYLES_FILE = "styles.json"
 MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
 # A line that runs to the step cap, or whose window jumps over a word, has lost its place in its
-# text (about 1 line in 10 of the bundled model at bias 0.75, docs/synthesis.md); it is replaced by
+# text (10 of the first 64 validation texts for the bundled model at bias 0.75, docs/synthesis.md); it is replaced by
 # new lines in the running batch, up to 1 + RETRIES lines per text line (synthesis.sample_batch).
 RETRIES = 2
 # With a recognizer to check lines (the bundled one, for the bundled model), each line is written

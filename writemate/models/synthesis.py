@@ -461,7 +461,7 @@ class Affine:
 # second dot or a stray mark before it moves on. At half, lines end at the first dot: of 64 lines
 # ending in ".", the recognizer read 18 % without a final "." instead of 38 %, CER 10.8 % for 11.1 %.
 END_RATIO = 0.5
-STEPS_PER_CHAR = 40  # the step cap per character; the data average about 25 points per character
+STEPS_PER_CHAR = 40  # the step cap per character; the data average about 22 points per character
 ENDING_CHECK_LINES = 64  # validation texts sampled at each validation during training
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,18 +160,29 @@ class Killed(Exception):
     pass
 
 
-def test_init_scale_starts_every_weight_in_range_but_the_forget_gate_bias():
-    config = LanguageModelConfig(vocab_size=50, embedding=8, hidden=16, layers=2, init_scale=0.1)
-    model = LanguageModel(config)
+def test_init_uniform_puts_every_weight_in_range_but_the_forget_gate_bias():
+    model = LanguageModel(LanguageModelConfig(vocab_size=50, embedding=8, hidden=16, layers=2))
+    assert model.embedding.weight.abs().max() > 1  # PyTorch's N(0, 1)
+    model.init_uniform(0.1)
     for name, p in model.named_parameters():
         values = p.detach().clone()
         if name.startswith("lstm.bias_ih"):
             assert torch.all(values[16:32] == 1.0)  # the forget gate's
             values = torch.cat([values[:16], values[32:]])
         assert values.abs().max() <= 0.1, name
-    assert LanguageModel(replace(config, init_scale=0.0)).embedding.weight.abs().max() > 1  # PyTorch's N(0, 1)
-    with pytest.raises(ValueError, match="init_scale"):
-        LanguageModelConfig(init_scale=-1)
+
+
+def test_init_scale_is_recorded_and_a_resume_may_change_it(tmp_path, capsys):
+    run = train_cli(tmp_path, "--init-scale", "0.1")
+    config = json.loads((run / "best" / "config.json").read_text())["config"]
+    assert config["training"] == {"init_scale": 0.1}
+    assert "init_scale" not in config["model"]
+    capsys.readouterr()
+    assert main(["lm", "train", "--data", str(tmp_path / "toy.txt"), "--run", str(run), "--epochs", "2",
+                 *TINY_CLI]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["epoch"] == 2
+    assert main(["lm", "train", "--data", str(tmp_path / "toy.txt"), "--run", str(tmp_path / "r2"),
+                 "--init-scale", "-1", *TINY_CLI]) == 2  # fmt: skip
 
 
 def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
@@ -215,12 +225,13 @@ def test_dynamic_evaluation_adapts_a_copy_and_lowers_bpc(tmp_path):
 # -- the ready model, sampling and the CLI ------------------------------------------------
 
 
-def train_cli(tmp_path: Path) -> Path:
+TINY_CLI = ["--hidden", "16", "--embedding", "8", "--batch-size", "4", "--bptt", "20"]
+
+
+def train_cli(tmp_path: Path, *extra: str) -> Path:
     data = write_toy_text(tmp_path / "toy.txt")
     run = tmp_path / "run"
-    sizes = ["--hidden", "16", "--embedding", "8", "--epochs", "1", "--batch-size", "4", "--bptt", "20"]
-    argv = ["lm", "train", "--data", str(data), "--run", str(run), *sizes]
-    assert main(argv) == 0
+    assert main(["lm", "train", "--data", str(data), "--run", str(run), *TINY_CLI, "--epochs", "1", *extra]) == 0
     return run
 
 

@@ -69,6 +69,14 @@ def test_refuses_a_checkpoint_of_another_model(tmp_path):
         other.fit()
 
 
+def test_a_resume_may_change_how_the_network_is_trained(tmp_path):
+    first = make_trainer(tmp_path / "run", epochs=1)
+    first.fit()
+    again = make_trainer(tmp_path / "run", epochs=2)
+    again.model_config = {**first.model_config, "training": {"input_noise": 0.1}}  # absent from the checkpoint
+    assert again.fit().epoch == 2
+
+
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "rmsprop", "adadelta", "adam"])
 def test_every_optimizer_takes_a_step(tmp_path, name):
     trainer = make_trainer(tmp_path / name, epochs=1)

@@ -32,10 +32,10 @@ def cmd_train(args) -> int:
     config = _train_config(args)
     _require(args.bptt >= 1, "--bptt must be at least 1")
     _require(args.max_val_tokens >= 0, "--max-val-tokens must not be negative")
+    _require(args.init_scale >= 0, "--init-scale must not be negative")
     try:
         model_config = LanguageModelConfig(
-            level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
-            init_scale=args.init_scale,
+            level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -50,6 +50,7 @@ def cmd_train(args) -> int:
         max_vocab=max_vocab,
         valid_fraction=args.valid_fraction,
         max_val_tokens=args.max_val_tokens,
+        init_scale=args.init_scale,
     )
     print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
     return 0

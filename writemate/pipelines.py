@@ -83,7 +83,9 @@ def train_synthesis(
     if init is not None:
         checkpoint.load_weights(model, init)
     task = SynthesisTask(model, _pairs(train, stats), _pairs(val, stats), max_val_lines, input_noise)
-    config = {"model": model_config.to_dict(), "stats": stats.to_dict(), "input_noise": input_noise}
+    config = {"model": model_config.to_dict(), "stats": stats.to_dict()}
+    if input_noise:
+        config["training"] = {"input_noise": input_noise}  # not compared on resume: a resume may change it
     trainer = Trainer(task, train_config, run_dir, family="synthesis", model_config=config)
     return trainer.fit(progress)
 

@@ -62,6 +62,12 @@ def stop_on_signals():
         _STOP.clear()
 
 
+def _network(model_config: dict) -> dict:
+    """What a checkpoint's model config must match to be resumed: all but its "training" part (how the
+    network is trained, e.g. input noise or the initial weight range), which a resume may change."""
+    return {k: v for k, v in model_config.items() if k != "training"}
+
+
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adadelta", "adam")
 NOISE = ("none", "fixed", "adaptive")
 
@@ -267,9 +273,9 @@ class Trainer:
         if not meta_path.exists() or not self.checkpoint_path.exists():
             return False
         meta = json.loads(meta_path.read_text())
-        if meta["family"] != self.family or meta["model_config"] != self.model_config:
-            changed = sorted(k for k in set(meta["model_config"]) | set(self.model_config)
-                             if meta["model_config"].get(k) != self.model_config.get(k))
+        stored, current = _network(meta["model_config"]), _network(self.model_config)
+        if meta["family"] != self.family or stored != current:
+            changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
             raise checkpoint.CheckpointError(
                 f"{self.run_dir} holds a checkpoint of another model ({meta['family']}; differs in: "
                 f"{', '.join(changed) or 'family'}); use a new run folder"

@@ -52,7 +52,6 @@ class LanguageModelConfig:
     hidden: int = 1000
     layers: int = 1
     dropout: float = 0.0  # on the embedding, between layers and before the softmax
-    init_scale: float = 0.0  # > 0: every weight starts uniform in [-init_scale, init_scale] (Zaremba et al. 2014)
 
     def __post_init__(self):
         if self.level not in text.LEVELS:
@@ -61,8 +60,6 @@ class LanguageModelConfig:
             raise ValueError("embedding, hidden and layers must be at least 1")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.init_scale < 0:
-            raise ValueError(f"init_scale must be 0 (PyTorch's initialisation) or more, not {self.init_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,13 +74,22 @@ class LanguageModel(nn.Module):
         self.lstm = nn.LSTM(e, h, num_layers=n, dropout=config.dropout if n > 1 else 0.0, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(h, v)
+        self._forget_bias_one()
+
+    def _forget_bias_one(self) -> None:
+        """Forget-gate bias 1: keeps memory early in training."""
+        h = self.config.hidden
         with torch.no_grad():
-            if config.init_scale > 0:  # PyTorch's default embedding is N(0, 1), large for plain SGD at rate 1
-                for p in self.parameters():
-                    p.uniform_(-config.init_scale, config.init_scale)
-            # forget-gate bias 1: keeps memory early in training
-            for layer in range(n):
+            for layer in range(self.config.layers):
                 getattr(self.lstm, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
+
+    def init_uniform(self, scale: float) -> None:
+        """Every weight uniform in [-scale, scale] (Zaremba et al. 2014), the forget-gate bias then 1 again.
+        PyTorch's default embedding is N(0, 1), large for plain SGD at rate 1."""
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-scale, scale)
+        self._forget_bias_one()
 
     def initial_state(self, batch: int) -> State:
         shape = (self.config.layers, batch, self.config.hidden)
@@ -251,14 +257,25 @@ def train_language_model(
     max_vocab: int = 0,
     valid_fraction: float = 0.05,
     max_val_tokens: int = 0,
+    init_scale: float = 0.0,
 ):
-    """Train on a text file or folder (see :func:`writemate.data.text.find_splits`) into ``run_dir``."""
+    """Train on a text file or folder (see :func:`writemate.data.text.find_splits`) into ``run_dir``.
+
+    ``init_scale`` > 0 starts every weight uniform in [-init_scale, init_scale] instead of PyTorch's
+    initialisation (see :meth:`LanguageModel.init_uniform`).
+    """
+    if init_scale < 0:
+        raise ValueError(f"init_scale must be 0 (PyTorch's initialisation) or more, not {init_scale}")
     corpus = text.load_corpus(data, model_config.level, max_vocab=max_vocab, valid_fraction=valid_fraction)
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
     torch.manual_seed(train_config.seed)
     model = LanguageModel(model_config)
+    if init_scale:
+        model.init_uniform(init_scale)
     task = LanguageModelTask(model, corpus.train, corpus.valid, bptt=bptt, max_val_tokens=max_val_tokens)
     config = {"model": model_config.to_dict(), "vocabulary": corpus.vocab.to_dict(), "bptt": bptt}
+    if init_scale:
+        config["training"] = {"init_scale": init_scale}
     trainer = Trainer(task, train_config, run_dir, family=FAMILY, model_config=config)
     return trainer.fit(progress)
 

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import iam_with_validation, make_tiny_writer_folder
@@ -86,3 +87,36 @@ def test_averaging_refuses_different_networks(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="different networks"):
         run_tool(monkeypatch, a, tmp_path / "b", "-o", tmp_path / "mean", name="average_weights")
     assert not (tmp_path / "mean").exists()
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_spread_choice_starts_with_the_first_and_takes_the_most_different():
+    make_styles = load_tool("make_styles")
+    features = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [0.0, 10.0], [9.9, 0.1]])
+    chosen = make_styles.spread_choice(features, 3)
+    assert chosen[0] == 0 and set(chosen[1:]) == {2, 3}  # never the near-copies 1 or 4
+    assert len(make_styles.spread_choice(features, 9)) == 5
+
+
+@needs_recognizer
+def test_auto_styles_are_saved_in_the_model_folder_never_the_bundled_one(tmp_path, monkeypatch, capsys):
+    folder = make_tiny_writer_folder(tmp_path / "m")
+    monkeypatch.setattr(api, "sample", functools.partial(api.sample, steps_per_char=3))
+    make_styles = load_tool("make_styles")
+    monkeypatch.setattr(make_styles, "sample", functools.partial(make_styles.sample, steps_per_char=3))
+    monkeypatch.setattr(sys, "argv", ["make_styles.py", "auto", "--model", str(folder), "--count", "6", "--keep", "3",
+                                      "--text", "abc", "-o", str(tmp_path / "chosen.png")])  # fmt: skip
+    make_styles.main()
+    styles = json.loads((folder / "styles.json").read_text())
+    assert len(styles) == 3 and len({s["seed"] for s in styles}) == 3 and (tmp_path / "chosen.png").exists()
+    assert loading.load(folder).write("ab", style=2, check=False).lines  # usable as primes
+
+    monkeypatch.setattr(sys, "argv", ["make_styles.py", "save", "--model", "synthesis", "--seeds", "1"])
+    with pytest.raises(SystemExit, match="refusing to replace the styles of the bundled"):
+        make_styles.main()

@@ -1,14 +1,23 @@
 """Make the bundled handwriting styles from the model's own samples.
 
 Styles are primes: a line the model wrote itself (never IAM-OnDB ink), with
-its text. Two steps:
+its text. Either pick them by eye in two steps:
 
     # 1. write candidates and look at the contact sheet
     python tools/make_styles.py candidates --model RUN/best --count 40 -o sheet.png
     # 2. keep the seeds you like (visibly different, legible)
     python tools/make_styles.py save --model RUN/best --seeds 3 8 11 ... [--names ...]
 
-`save` writes styles.json into the model folder.
+or let the bundled recognizer and a spread of simple measures pick them:
+
+    python tools/make_styles.py auto --model RUN/best --count 40 --keep 8 -o chosen.png
+
+`auto` keeps the candidates the recognizer reads best (character error rate
+at most --max-cer, or the best ones if too few are), then picks --keep of
+them that differ most in size, width, slant and pace (greedy farthest-point
+choice on standardised measures, starting from the best-read line), and
+draws the chosen lines. `save` and `auto` write styles.json into the model
+folder.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import writemate
-from writemate import render
+from writemate import ink, metrics, render
 from writemate.api import STYLES_FILE
 from writemate.models.synthesis import sample
 
@@ -32,9 +41,59 @@ def candidates(writer, count: int, bias: float, text: str) -> list[np.ndarray]:
     return [sample(writer.model, [text], bias=bias, seed=seed)[0] for seed in range(count)]
 
 
-def contact_sheet(writer, lines: list[np.ndarray], path: Path) -> None:
-    from writemate import ink
+def strokes_of(writer, offsets: np.ndarray) -> list[np.ndarray]:
+    return render.straighten(ink.offsets_to_strokes(ink.denormalise(offsets, writer.stats)))
 
+
+def measures(strokes: list[np.ndarray], offsets: np.ndarray, text: str) -> np.ndarray:
+    """Size, width per character, slant and points per character of a written line."""
+    points = np.concatenate(strokes)
+    low, high = np.percentile(points[:, 1], [5, 95])
+    moves = np.concatenate([np.diff(s, axis=0) for s in strokes if len(s) > 1])
+    upright = moves[np.abs(moves[:, 1]) > 2 * np.abs(moves[:, 0])]  # strokes' down- and up-strokes
+    slant = float(np.median(upright[:, 0] / upright[:, 1])) if len(upright) else 0.0
+    return np.array([high - low, np.ptp(points[:, 0]) / len(text), slant, len(offsets) / len(text)])
+
+
+def spread_choice(features: np.ndarray, keep: int) -> list[int]:
+    """``keep`` row indices of ``features`` (N, F), rows in order of preference: the first row, then
+    each time the row farthest from those chosen (standardised features)."""
+    z = (features - features.mean(0)) / (features.std(0) + 1e-9)
+    chosen = [0]
+    while len(chosen) < min(keep, len(z)):
+        distance = np.min([np.linalg.norm(z - z[c], axis=1) for c in chosen], axis=0)
+        distance[chosen] = -1
+        chosen.append(int(distance.argmax()))
+    return chosen
+
+
+def auto_seeds(writer, recognizer, lines: list[np.ndarray], text: str, keep: int, max_cer: float) -> list[dict]:
+    """The seeds (indices of ``lines``) chosen as styles, with their CER and measures, best-read first."""
+    strokes = [strokes_of(writer, o) for o in lines]
+    readings = recognizer.read_lines(strokes, 0)
+    cers = np.array([metrics.line_cer(text, r.text) for r in readings])
+    order = np.argsort(cers, kind="stable")
+    legible = [int(i) for i in order if cers[i] <= max_cer]
+    pool = legible if len(legible) >= keep else [int(i) for i in order[: max(keep, len(legible))]]
+    features = np.array([measures(strokes[i], lines[i], text) for i in pool])
+    return [
+        {"seed": pool[j], "cer": float(cers[pool[j]]), "read": readings[pool[j]].text, "measures": features[j].round(3).tolist()}
+        for j in spread_choice(features, keep)
+    ]
+
+
+def save_styles(writer, folder: Path, seeds: list[int], names: list[str], text: str, bias: float) -> Path:
+    styles = []
+    for i, seed in enumerate(seeds):
+        offsets = sample(writer.model, [text], bias=bias, seed=seed)[0]
+        name = names[i] if i < len(names) else f"hand {i}"
+        styles.append({"id": i, "name": name, "text": text, "bias": 0.75, "seed": seed,
+                       "offsets": np.round(offsets, 4).tolist()})
+    (folder / STYLES_FILE).write_text(json.dumps(styles))
+    return folder / STYLES_FILE
+
+
+def contact_sheet(writer, lines: list[np.ndarray], path: Path) -> None:
     strokes = [ink.offsets_to_strokes(ink.denormalise(o, writer.stats)) for o in lines]
     page = render.PageStyle(line_height=14)
     placed = render.place_lines(strokes, page)
@@ -43,13 +102,15 @@ def contact_sheet(writer, lines: list[np.ndarray], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="make bundled styles from the model's own samples")
-    parser.add_argument("action", choices=["candidates", "save"])
+    parser.add_argument("action", choices=["candidates", "save", "auto"])
     parser.add_argument("--model", required=True)
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--bias", type=float, default=1.0)
     parser.add_argument("--text", default=PRIME_TEXT)
     parser.add_argument("--seeds", type=int, nargs="*", default=[])
     parser.add_argument("--names", nargs="*", default=[])
+    parser.add_argument("--keep", type=int, default=8, help="auto: how many styles")
+    parser.add_argument("--max-cer", type=float, default=0.05, help="auto: legible enough to be a style")
     parser.add_argument("-o", "--output", type=Path, default=Path("style-candidates.png"))
     args = parser.parse_args()
     writer = writemate.load(args.model)
@@ -57,15 +118,20 @@ def main() -> None:
         contact_sheet(writer, candidates(writer, args.count, args.bias, args.text), args.output)
         print(f"wrote {args.output}: line n is seed n-1")
         return
-    styles = []
-    for i, seed in enumerate(args.seeds):
-        offsets = sample(writer.model, [args.text], bias=args.bias, seed=seed)[0]
-        name = args.names[i] if i < len(args.names) else f"hand {i}"
-        styles.append({"id": i, "name": name, "text": args.text, "bias": 0.75, "seed": seed,
-                       "offsets": np.round(offsets, 4).tolist()})
     folder = writemate.loading.resolve(args.model)
-    (folder / STYLES_FILE).write_text(json.dumps(styles))
-    print(f"wrote {len(styles)} styles to {folder / STYLES_FILE}")
+    if folder.resolve().parent == writemate.loading.WEIGHTS_DIR.resolve():
+        raise SystemExit(f"refusing to replace the styles of the bundled {folder.name!r}: make them in a model folder")
+    seeds = args.seeds
+    if args.action == "auto":
+        lines = candidates(writer, args.count, args.bias, args.text)
+        chosen = auto_seeds(writer, writemate.load("recognizer"), lines, args.text, args.keep, args.max_cer)
+        for c in chosen:
+            print(f"seed {c['seed']:3d}  CER {c['cer']:.3f}  read {c['read']!r}  size/width/slant/pace {c['measures']}")
+        seeds = [c["seed"] for c in chosen]
+        contact_sheet(writer, [lines[s] for s in seeds], args.output)
+        print(f"wrote {args.output}: the chosen lines in style order")
+    path = save_styles(writer, folder, seeds, args.names, args.text, args.bias)
+    print(f"wrote {len(seeds)} styles to {path}")
 
 
 if __name__ == "__main__":

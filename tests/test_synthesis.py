@@ -413,3 +413,24 @@ def test_a_run_started_from_a_trained_model_keeps_its_network_and_normalisation(
     assert "drop --hidden" in capsys.readouterr().err
     assert cli.main([*args[:7], str(tiny_prediction_dir)]) == 2
     assert "a prediction model cannot start a synthesis run" in capsys.readouterr().err
+
+
+def test_input_noise_is_recorded_and_kept_when_a_run_resumes(tmp_path, capsys):
+    import json
+
+    from conftest import iam_with_validation
+
+    from writemate import cli
+
+    data = iam_with_validation(tmp_path)
+    run = tmp_path / "run"
+    base = ["train", "synthesis", "--data", str(data), "--run", str(run), "--hidden", "8", "--layers", "2",
+            "--batch-size", "4", "--max-val-lines", "2"]  # fmt: skip
+    assert cli.main([*base, "--epochs", "1", "--input-noise", "0.05"]) == 0
+    assert json.loads((run / "best" / "config.json").read_text())["config"]["training"] == {"input_noise": 0.05}
+    assert cli.main([*base, "--epochs", "2"]) == 0  # resumed without the option: the noise stays
+    assert json.loads((run / "checkpoint.json").read_text())["model_config"]["training"] == {"input_noise": 0.05}
+    capsys.readouterr()
+    assert cli.main([*base, "--input-noise", "-1"]) == 2
+    assert cli.main(["train", "prediction", "--data", str(data), "--run", str(tmp_path / "p"), "--input-noise", "0.1"]) == 2
+    assert "for synthesis runs" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import signal
@@ -163,15 +164,50 @@ def test_kept_memory_stays_resident_until_released():
     assert resident_mb() < before_free - 192  # handed back
 
 
-def test_a_resumed_run_keeps_its_learning_rate_unless_given(tmp_path):
+def test_a_resumed_run_keeps_its_schedule_optimizer_and_noise_unless_given(tmp_path):
     from writemate import cli
 
     parser = argparse.ArgumentParser()
     cli._add_train_options(parser)
     run = tmp_path / "run"
-    assert cli._train_config(parser.parse_args(["--run", str(run)])).lr == 1e-3
-    run.mkdir()
-    (run / "checkpoint.json").write_text(json.dumps({"train_config": {"lr": 5e-4, "lr_decay": 0.9, "decay_after": 4}}))
+    fresh = cli._train_config(parser.parse_args(["--run", str(run)]))
+    assert (fresh.lr, fresh.optimizer, fresh.noise, fresh.weight_noise) == (1e-3, "adam", "none", 0.075)
+    trainer = make_trainer(run, noise="fixed", epochs=1)
+    trainer.config.lr, trainer.config.lr_decay, trainer.config.decay_after = 5e-4, 0.9, 4
+    trainer.config.optimizer, trainer.config.weight_noise = "rmsprop", 0.05
+    trainer.save_checkpoint()
     kept = cli._train_config(parser.parse_args(["--run", str(run)]))
     assert (kept.lr, kept.lr_decay, kept.decay_after) == (5e-4, 0.9, 4)
+    assert (kept.optimizer, kept.noise, kept.weight_noise) == ("rmsprop", "fixed", 0.05)
     assert cli._train_config(parser.parse_args(["--run", str(run), "--lr", "2e-4"])).lr == 2e-4
+
+
+def test_a_resume_refuses_another_optimizer_or_noise(tmp_path):
+    make_trainer(tmp_path / "run", epochs=1).fit()
+    other = make_trainer(tmp_path / "run", noise="adaptive")
+    with pytest.raises(checkpoint.CheckpointError, match="trained with noise 'none', not 'adaptive'"):
+        other.fit()
+
+
+def test_the_checkpoint_description_travels_with_its_tensors(tmp_path):
+    """A kill between the tensors and checkpoint.json must not pair new tensors with an old step."""
+    trainer = make_trainer(tmp_path / "run", epochs=1)
+    trainer.fit()
+    (tmp_path / "run" / "checkpoint.json").write_text("{}")  # as if the copy were stale or cut short
+    again = make_trainer(tmp_path / "run", epochs=2)
+    assert again.load_checkpoint() and again.state.step == trainer.state.step
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"not tensors")
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
+        make_trainer(run).fit()
+
+
+def test_bad_training_numbers_are_refused():
+    for bad in ({"lr": math.inf}, {"lr": math.nan}, {"momentum": 1.5}, {"noise": "adaptive", "weight_noise": 0.0},
+                {"clip_norm": -1.0}):  # fmt: skip
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)

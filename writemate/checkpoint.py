@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from writemate.errors import WritemateError
@@ -43,6 +44,17 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata in a safetensors file's header (the tensors are not read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: no such file") from e
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

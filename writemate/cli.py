@@ -37,13 +37,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("training")
     g.add_argument("--run", type=Path, required=True, help="run folder for checkpoints, metrics and the best model (resumed if it holds a checkpoint)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam; a resumed run keeps its own")
     g.add_argument("--lr", type=float, help="learning rate (default 1e-3; a resumed run keeps its own unless this is given)")
-    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--momentum", type=float, help="for momentum and rmsprop (default 0.9)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--clip-norm", type=float, default=3.0, help="global gradient norm limit (0: off)")
-    g.add_argument("--noise", choices=NOISE, default="none", help="weight noise: none, fixed or adaptive (Graves 2011)")
-    g.add_argument("--weight-noise", type=float, default=0.075, help="std of fixed noise, initial std of adaptive noise")
+    g.add_argument("--noise", choices=NOISE, help="weight noise: none (default), fixed or adaptive (Graves 2011); a resumed run keeps its own")
+    g.add_argument("--weight-noise", type=float, help="std of fixed noise, initial std of adaptive noise (default 0.075)")
     g.add_argument("--epochs", type=int, default=10)
     g.add_argument("--max-minutes", type=float, default=0.0, help="stop after this many minutes of training (0: no limit)")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -52,7 +52,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decay-after", type=int, help="epochs at the full learning rate before --lr-decay starts (default 0)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
     g.add_argument("--seed", type=whole_number, default=0)
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
+    g.add_argument("--threads", type=whole_number, default=0, help="CPU threads for PyTorch (0: its default); 1 is best when other work shares the CPU")
 
 
 def _train_config(args):
@@ -64,8 +64,11 @@ def _train_config(args):
         torch.set_num_threads(args.threads)
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    stored = saved_train_config(args.run)  # a resumed run keeps its learning-rate schedule unless it is given again
-    given = {k: stored[k] for k in ("lr", "lr_decay", "decay_after") if k in stored} | given
+    # A resumed run keeps its learning-rate schedule unless it is given again, and its optimiser and
+    # weight noise (Trainer.load_checkpoint refuses other ones: their state is in the checkpoint).
+    stored = saved_train_config(args.run)
+    kept = ("lr", "lr_decay", "decay_after", "optimizer", "momentum", "noise", "weight_noise")
+    given = {k: stored[k] for k in kept if k in stored} | given
     try:
         return TrainConfig(**given)
     except ValueError as e:
@@ -111,12 +114,11 @@ def cmd_train(args) -> int:
     hidden = 400 if args.hidden is None else args.hidden  # the paper's sizes for synthesis and prediction
     layers = 3 if args.layers is None else args.layers
     init = _init_folder(args)
-    if args.input_noise < 0 or (args.input_noise and args.family != "synthesis"):
-        raise UsageError("--input-noise takes a std of 0 or more, for synthesis runs")
+    input_noise = _input_noise(args)
     if args.family == "synthesis":
         model_config = SynthesisConfig(hidden=hidden, layers=layers)
         state = pipelines.train_synthesis(
-            args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init, args.input_noise
+            args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init, input_noise
         )
     elif args.family == "prediction":
         try:
@@ -132,6 +134,19 @@ def cmd_train(args) -> int:
         raise UsageError(f"unknown model family {args.family!r}")
     print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
     return 0
+
+
+def _input_noise(args) -> float:
+    """--input-noise, or for a resumed run the one it was trained with (0 if none)."""
+    import math
+
+    from writemate.train import saved_model_config
+
+    if args.input_noise is None:
+        return float(saved_model_config(args.run).get("training", {}).get("input_noise", 0.0))
+    if not 0 <= args.input_noise < math.inf or (args.input_noise and args.family != "synthesis"):
+        raise UsageError("--input-noise takes a std of 0 or more, for synthesis runs")
+    return args.input_noise
 
 
 def _init_folder(args) -> Path | None:
@@ -341,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, help="LSTM layers (default 3)")
     p.add_argument("--max-val-lines", type=int, default=0, help="validate on the first N validation lines only (0: all)")
     p.add_argument(
-        "--input-noise", type=float, default=0.0,
-        help="synthesis: std of Gaussian noise on the input pen moves (normalised units), for robust sampling",
+        "--input-noise", type=float,
+        help="synthesis: std of Gaussian noise on the input pen moves (normalised units), for robust sampling "
+        "(default 0; a resumed run keeps its own)",
     )
     p.add_argument(
         "--init",

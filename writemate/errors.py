@@ -7,3 +7,7 @@ class WritemateError(Exception):
 
 class Interrupted(WritemateError):
     """Training was stopped by a signal after saving a checkpoint; rerunning resumes it."""
+
+
+class Diverged(WritemateError):
+    """The training loss became infinite or NaN; the last checkpoint is kept as it was."""

@@ -74,8 +74,9 @@ def train_synthesis(
 ):
     """The synthesis network (Graves 2013 section 5). With ``init`` (a trained model folder), a new run
     starts from that model's weights, network config and normalisation (fine-tuning), with a fresh
-    optimiser; a run that resumes from its own checkpoint does not need it. ``input_noise``: std of the
-    noise added to the input pen moves (see :class:`SynthesisTask`)."""
+    optimiser; resume such a run with the same ``init`` (its size and normalisation must match the
+    checkpoint's). ``input_noise``: std of the noise added to the input pen moves (see
+    :class:`SynthesisTask`)."""
     train, val, stats = iam_training_split(data)
     if init is not None:
         model_config, stats = _start_from(init, "synthesis", SynthesisConfig)

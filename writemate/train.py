@@ -37,7 +37,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from writemate import checkpoint
-from writemate.errors import Interrupted
+from writemate.errors import Diverged, Interrupted
 
 _STOP = threading.Event()  # set by stop_on_signals(); every running fit() checks it after each step
 
@@ -95,8 +95,14 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.noise not in NOISE:
             raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISE)}")
-        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("lr must be positive, batch_size and epochs at least 1")
+        if not 0 < self.lr < math.inf or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("lr must be a positive number, batch_size and epochs at least 1")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), not {self.momentum}")
+        if self.noise != "none" and not 0 < self.weight_noise < math.inf:
+            raise ValueError(f"weight noise std must be a positive number, not {self.weight_noise}")
+        if not 0 <= self.clip_norm < math.inf:
+            raise ValueError(f"clip_norm must be 0 (off) or a positive number, not {self.clip_norm}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError("lr_decay must be in (0, 1]")
         if self.decay_after < 0:
@@ -190,12 +196,47 @@ def release_freed_memory() -> bool:
     return True
 
 
+CHECKPOINT_TENSORS = "checkpoint.safetensors"
+CHECKPOINT_JSON = "checkpoint.json"
+
+
+def read_checkpoint(run_dir: Path) -> dict | None:
+    """The description of the checkpoint in ``run_dir`` (family, model and training configs, optimiser
+    groups, progress), or None if there is none; raises CheckpointError if it is damaged.
+
+    It is read from the tensors file itself, where it is saved in the same atomic write as the tensors,
+    so a kill between that write and the checkpoint.json beside it (a copy for people) cannot pair new
+    tensors with an old step. Checkpoints written before that have only checkpoint.json.
+    """
+    tensors, described = Path(run_dir) / CHECKPOINT_TENSORS, Path(run_dir) / CHECKPOINT_JSON
+    if not tensors.exists():
+        return None
+    try:
+        text = checkpoint.read_metadata(tensors).get("checkpoint") or described.read_text()
+        meta = json.loads(text)
+        missing = [k for k in ("family", "model_config", "train_config", "param_groups", "state") if k not in meta]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise checkpoint.CheckpointError(f"{run_dir}: damaged checkpoint ({e!r}); use a new run folder") from e
+    return meta
+
+
 def saved_train_config(run_dir: Path) -> dict:
     """The training settings stored with the checkpoint in ``run_dir`` ({} if none or unreadable;
     :meth:`Trainer.load_checkpoint` reports a broken checkpoint)."""
+    return _saved(run_dir, "train_config")
+
+
+def saved_model_config(run_dir: Path) -> dict:
+    """The model config stored with the checkpoint in ``run_dir``, as :func:`saved_train_config`."""
+    return _saved(run_dir, "model_config")
+
+
+def _saved(run_dir: Path, key: str) -> dict:
     try:
-        return json.loads((Path(run_dir) / "checkpoint.json").read_text()).get("train_config", {})
-    except (OSError, ValueError):
+        return (read_checkpoint(run_dir) or {}).get(key, {})
+    except checkpoint.CheckpointError:
         return {}
 
 
@@ -241,7 +282,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.safetensors"
+        return self.run_dir / CHECKPOINT_TENSORS
 
     def save_checkpoint(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -253,26 +294,24 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if hasattr(self.task, "state_tensors"):  # e.g. the hidden state a language model carries across batches
             tensors.update({f"task.{k}": v for k, v in self.task.state_tensors().items()})
-        # Tensors first, then the JSON that points at them: a kill between the two
-        # leaves the older JSON, which refuses the newer tensors by step number.
-        checkpoint.save_tensors(self.checkpoint_path, tensors, metadata={"step": str(self.state.step)})
-        checkpoint.atomic_write_json(
-            self.run_dir / "checkpoint.json",
-            {
-                "family": self.family,
-                "model_config": self.model_config,
-                "train_config": asdict(self.config),
-                "param_groups": opt["param_groups"],
-                "state": asdict(self.state),
-            },
-        )
+        meta = {
+            "family": self.family,
+            "model_config": self.model_config,
+            "train_config": asdict(self.config),
+            "param_groups": opt["param_groups"],
+            "state": asdict(self.state),
+        }
+        # The description travels inside the tensors file (one atomic replace, see read_checkpoint);
+        # checkpoint.json is a copy to read.
+        metadata = {"step": str(self.state.step), "checkpoint": json.dumps(meta)}
+        checkpoint.save_tensors(self.checkpoint_path, tensors, metadata=metadata)
+        checkpoint.atomic_write_json(self.run_dir / CHECKPOINT_JSON, meta)
         release_freed_memory()  # bounds the growth of the memory keep_freed_memory() keeps
 
     def load_checkpoint(self) -> bool:
-        meta_path = self.run_dir / "checkpoint.json"
-        if not meta_path.exists() or not self.checkpoint_path.exists():
+        meta = read_checkpoint(self.run_dir)
+        if meta is None:
             return False
-        meta = json.loads(meta_path.read_text())
         stored, current = _network(meta["model_config"]), _network(self.model_config)
         if meta["family"] != self.family or stored != current:
             changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
@@ -280,6 +319,13 @@ class Trainer:
                 f"{self.run_dir} holds a checkpoint of another model ({meta['family']}; differs in: "
                 f"{', '.join(changed) or 'family'}); use a new run folder"
             )
+        before = meta["train_config"]
+        for key in ("optimizer", "noise"):  # their state in the checkpoint belongs to the stored setting
+            if key in before and before[key] != getattr(self.config, key):
+                raise checkpoint.CheckpointError(
+                    f"{self.run_dir} was trained with {key} {before[key]!r}, not {getattr(self.config, key)!r}; "
+                    "a resumed run keeps its optimizer and weight noise (use a new run folder to change them)"
+                )
         tensors = checkpoint.load_tensors(self.checkpoint_path)
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for k, p in self.log_sigma.items():
@@ -393,7 +439,10 @@ class Trainer:
                 t0 = time.monotonic()
                 loss = self.train_step(batches[self.state.batch_in_epoch])
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {self.state.step}")
+                    raise Diverged(
+                        f"the loss became {loss} at step {self.state.step}; the last checkpoint is kept "
+                        "(try a lower --lr or a --clip-norm)"
+                    )
                 self.state.train_seconds += time.monotonic() - t0
                 self.state.step += 1
                 self.state.batch_in_epoch += 1

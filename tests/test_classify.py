@@ -466,7 +466,7 @@ def test_experiment_runner_writes_a_table(tmp_path, capsys):
             "no samples of 'nobody'",
         ),
         (["train", "--data", "INK", "--split", "writer", "--ink-features", "colour", "--run", "RUN"], "--ink-features"),
-        (["train", "--data", "INK", "--split", "writer", "--lr", "-1", "--run", "RUN"], "lr must be positive"),
+        (["train", "--data", "INK", "--split", "writer", "--lr", "-1", "--run", "RUN"], "lr must be a positive number"),
         (["experiment", "--data", "INK", "--split", "writer", "--cells", "cnn", "--run", "RUN"], "--cells"),
     ],
 )

@@ -73,6 +73,22 @@ def test_bad_characters_exit_2_and_write_nothing(tiny_writer_dir, tmp_path, caps
     assert out.exists()
 
 
+@pytest.mark.skipif("fsdd" not in loading.bundled(), reason="needs a bundled model of another family")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["write", "hi", "-o", "{tmp}/x.svg", "--model", "fsdd"],
+        ["styles", "--model", "fsdd"],
+        ["evaluate", "synthesis", "--data", "{tmp}", "--model", "fsdd"],
+    ],
+)
+def test_a_model_of_another_family_is_a_clear_error(tmp_path, capsys, argv):
+    assert cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert "'fsdd' is a classifier model, not a synthesis model" in capsys.readouterr().err
+    assert not (tmp_path / "x.svg").exists()
+
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

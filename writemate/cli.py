@@ -242,7 +242,7 @@ def cmd_write(args) -> int:
         raise UsageError("--prime-text goes with --prime FILE")
     if args.width < 5:
         raise UsageError("--width must be at least 5 characters")
-    writer = loading.load(args.model)
+    writer = loading.load(args.model, "synthesis")
     lines = sum(1 for line in render.wrap(text, args.width) if line.strip())
     result = writer.write(
         text,
@@ -268,7 +268,7 @@ def cmd_styles(args) -> int:
         if args.preview.suffix.lower() != ".png":
             raise UsageError(f"{args.preview}: --preview writes a PNG; give a file name ending in .png")
         check_writable(args.preview)
-    writer = loading.load(args.model)
+    writer = loading.load(args.model, "synthesis")
     if not writer.styles:
         print("this model has no bundled styles")
         return 0
@@ -296,7 +296,7 @@ def _line_progress(total: int):
 def cmd_evaluate_synthesis(args) -> int:
     from writemate import evaluate, loading
 
-    writer = loading.load(args.model)
+    writer = loading.load(args.model, "synthesis")
     lines = evaluate.line_count(args.data, args.split)
     result = evaluate.synthesis_nll(writer, args.data, _line_progress(min(lines, args.limit or lines)), args.limit, args.split)
     print_evaluation(result, args.json)
@@ -306,7 +306,7 @@ def cmd_evaluate_synthesis(args) -> int:
 def cmd_evaluate_endings(args) -> int:
     from writemate import evaluate, loading
 
-    writer = loading.load(args.model)
+    writer = loading.load(args.model, "synthesis")
     lines = min(evaluate.line_count(args.data, args.split), args.limit or 10**9)
     result = evaluate.synthesis_endings(writer, args.data, args.bias, _line_progress(lines * len(args.bias)), args.limit, args.split, args.seed)
     if args.json:

@@ -243,12 +243,8 @@ def cmd_train(args) -> int:
 
 def _load_classifier(name: str):
     import writemate
-    from writemate.models.classifier import Classifier
 
-    model = writemate.load(name)
-    if not isinstance(model, Classifier):
-        raise UsageError(f"{name!r} is not a sequence classifier")
-    return model
+    return writemate.load(name, "classifier")
 
 
 def cmd_evaluate(args) -> int:

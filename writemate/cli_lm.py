@@ -18,12 +18,9 @@ def _require(condition: bool, message: str) -> None:
 
 def _load_predictor(name_or_folder: str):
     from writemate import loading
-    from writemate.checkpoint import read_config
     from writemate.models.language import FAMILY
 
-    family = read_config(loading.resolve(name_or_folder)).get("family")
-    _require(family == FAMILY, f"{name_or_folder!r} is a {family} model, not a language model")
-    return loading.load(name_or_folder)
+    return loading.load(name_or_folder, FAMILY)
 
 
 def cmd_train(args) -> int:

@@ -11,6 +11,7 @@ import io
 import sys
 from pathlib import Path
 
+from writemate import loading
 from writemate.cli import (
     UsageError,
     _line_progress,
@@ -28,23 +29,6 @@ SYNTHESIS = "synthesis"
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
-def load_model(name_or_folder: str, family: str):
-    """A ready model of ``family``; a clear error when the bundled one is not installed or the family is wrong."""
-    from writemate import loading
-    from writemate.checkpoint import read_config
-
-    if name_or_folder == family and family not in loading.bundled() and not Path(name_or_folder).exists():
-        raise UsageError(
-            f"the bundled {family} model is not installed in this copy of Writemate (its weights are still being "
-            f"trained); train one with `writemate train {family} --data DIR --run RUN` and pass --model RUN"
-        )
-    folder = loading.resolve(name_or_folder)
-    found = read_config(folder).get("family")
-    if found != family:
-        raise UsageError(f"{name_or_folder!r} is a {found} model, not a {family} model")
-    return loading.load(folder)
-
-
 def cmd_scribble(args) -> int:
     from writemate import api
 
@@ -56,7 +40,7 @@ def cmd_scribble(args) -> int:
     if args.bias < 0:
         raise UsageError("--bias must be 0 or more")
     prime_strokes = api.read_prime_file(args.prime) if args.prime else None
-    scribbler = load_model(args.model, PREDICTION)
+    scribbler = loading.load(args.model, PREDICTION)
     result = scribbler.scribble(
         steps=args.steps,
         bias=args.bias,
@@ -84,11 +68,11 @@ def cmd_explain(args) -> int:
     if args.dpi < 10:
         raise UsageError("--dpi must be at least 10")
     check_writable(args.output)
-    writer = load_model(args.model, SYNTHESIS)
+    writer = loading.load(args.model, SYNTHESIS)
     if args.prediction_model is not None:
-        prediction = load_model(args.prediction_model, PREDICTION)
+        prediction = loading.load(args.prediction_model, PREDICTION)
     elif PREDICTION in loading.bundled():
-        prediction = load_model(PREDICTION, PREDICTION)
+        prediction = loading.load(PREDICTION, PREDICTION)
     else:
         prediction = None
         print(
@@ -106,7 +90,7 @@ def cmd_explain(args) -> int:
 def cmd_evaluate(args) -> int:
     from writemate import evaluate
 
-    scribbler = load_model(args.model, PREDICTION)
+    scribbler = loading.load(args.model, PREDICTION)
     lines = evaluate.line_count(args.data, args.split)
     progress = _line_progress(min(lines, args.limit or lines))
     result = evaluate.prediction_nll(scribbler, args.data, progress, args.limit, args.split)

@@ -20,13 +20,13 @@ SYNTHESIS = "synthesis"
 
 def load_recognizer(args):
     """The recognizer of ``--model``, with the language model of ``--lm`` and the decoding options applied."""
-    from writemate.cli_prediction import load_model
+    from writemate import loading
 
     if args.beam is not None and args.beam < 0:
         raise UsageError("--beam must be 0 (best path) or more")
     if args.lm and args.no_lm:
         raise UsageError("--lm and --no-lm exclude each other")
-    recognizer = load_model(args.model, RECOGNIZER)
+    recognizer = loading.load(args.model, RECOGNIZER)
     if args.lm:
         recognizer.use_lm(args.lm)
     if args.no_lm:
@@ -168,12 +168,12 @@ def cmd_evaluate_recognizer(args) -> int:
 
 def cmd_evaluate_legibility(args) -> int:
     from writemate import evaluate
-    from writemate.cli_prediction import load_model
+    from writemate import loading
 
     if args.bias < 0:
         raise UsageError("--bias must be 0 or more")
     recognizer = load_recognizer(args)
-    writer = load_model(args.writer, SYNTHESIS)
+    writer = loading.load(args.writer, SYNTHESIS)
     if args.style is not None:
         writer.style(args.style)  # an unknown style fails before any writing
     lines = evaluate.line_count(args.data, args.split)

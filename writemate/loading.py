@@ -49,10 +49,27 @@ def resolve(name_or_folder: str | Path) -> Path:
     raise CheckpointError(f"{text!r} is neither a bundled model ({names}) nor a model folder with config.json")
 
 
-def load(name_or_folder: str | Path = DEFAULT):
-    """A ready-to-use model: a bundled name (see :func:`bundled`) or a model folder."""
+def _kind(family: str | None) -> str:
+    """ "a synthesis model", "a language model" """
+    name = str(family).replace("-", " ")
+    return f"a {name}" if name.endswith("model") else f"a {name} model"
+
+
+def load(name_or_folder: str | Path = DEFAULT, family: str | None = None):
+    """A ready-to-use model: a bundled name (see :func:`bundled`) or a model folder.
+
+    ``family`` ("synthesis", "recognizer", ...): refuse any other kind of model with a clear error.
+    """
+    if family and str(name_or_folder) == family and family not in bundled() and not Path(family).exists():
+        raise CheckpointError(
+            f"the bundled {family} model is not installed in this copy of Writemate (its weights are still being "
+            f"trained); train one with `writemate train {family} --data DIR --run RUN` and pass --model RUN"
+        )
     folder = resolve(name_or_folder)
-    family = read_config(folder).get("family")
+    found = read_config(folder).get("family")
+    if family and found != family:
+        raise CheckpointError(f"{str(name_or_folder)!r} is {_kind(found)}, not {_kind(family)}")
+    family = found
     if family not in LOADERS:
         raise CheckpointError(f"{folder}: unknown model family {family!r}")
     module, _, attr = LOADERS[family].partition(":")

@@ -200,6 +200,8 @@ def test_evaluate_one_side_of_the_split(tiny_prediction_dir, tmp_path, capsys):
         (["evaluate", "prediction", "--data", "DATA", "--model", "prediction"], "bundled prediction model is not installed"),
         (["evaluate", "prediction", "--data", "DATA", "--model", "PRED", "--limit", "-1"], "--limit"),
         (["evaluate", "prediction", "--data", "NOWHERE", "--model", "PRED"], "no such file or folder"),
+        (["evaluate", "prediction", "--data", "DATA", "--model", "PRED", "--split", "validation"], "no lines with ink"),
+        (["evaluate", "synthesis", "--data", "DATA", "--model", "SYNTH", "--split", "validation"], "no lines with ink"),
     ],
 )
 def test_bad_requests_exit_2(args, message, tiny_prediction_dir, tiny_writer_dir, iam_dir, tmp_path, capsys, no_bundled_models):

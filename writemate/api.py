@@ -193,15 +193,22 @@ class Writer:
     def from_folder(cls, folder: str | Path) -> "Writer":
         folder = Path(folder)
         meta = checkpoint.read_config(folder)
-        config = meta["config"]
-        model = Synthesis(SynthesisConfig(**config["model"]))
+        try:
+            config = meta["config"]
+            model = Synthesis(SynthesisConfig(**config["model"]))
+            stats = ink.OffsetStats(**config["stats"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{folder}: not a synthesis model config ({e!r})") from e
         checkpoint.load_weights(model, folder)
-        stats = ink.OffsetStats(**config["stats"])
         styles = []
         styles_path = folder / STYLES_FILE
         if styles_path.exists():
-            for s in json.loads(styles_path.read_text()):
-                styles.append(Style(s["id"], s["name"], s["text"], np.asarray(s["offsets"], np.float32), s.get("bias", 0.75)))
+            try:
+                for s in json.loads(styles_path.read_text()):
+                    offsets = np.asarray(s["offsets"], np.float32)
+                    styles.append(Style(s["id"], s["name"], s["text"], offsets, s.get("bias", 0.75)))
+            except (KeyError, TypeError, ValueError) as e:
+                raise checkpoint.CheckpointError(f"{styles_path}: not a styles file ({e!r})") from e
         writer = cls(model, stats, styles, meta)
         writer.bundled = folder.resolve().parent == loading.WEIGHTS_DIR.resolve()
         return writer

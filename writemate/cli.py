@@ -116,7 +116,10 @@ def cmd_train(args) -> int:
     init = _init_folder(args)
     input_noise = _input_noise(args)
     if args.family == "synthesis":
-        model_config = SynthesisConfig(hidden=hidden, layers=layers)
+        try:
+            model_config = SynthesisConfig(hidden=hidden, layers=layers)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
         state = pipelines.train_synthesis(
             args.data, args.run, model_config, config, _progress_bar(), args.max_val_lines, init, input_noise
         )

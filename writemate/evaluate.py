@@ -42,6 +42,8 @@ def _evaluated_lines(
     keep = [i for i, o in enumerate(prepared.offsets) if len(o) > 1]
     if limit:
         keep = keep[:limit]
+    if not keep:
+        raise iam_ondb.DatasetError(f"{data}: no lines with ink in the {split} split")
     return prepared, keep, [ink.normalise(prepared.offsets[i], stats) for i in keep]
 
 

@@ -42,6 +42,10 @@ class SynthesisConfig:
     # alignment is learnt early (eq. 49 unscaled ran past the text at once).
     kappa_scale: float = 25.0
 
+    def __post_init__(self):
+        if min(self.hidden, self.layers, self.window_mixtures, self.mixtures) < 1 or not self.kappa_scale > 0:
+            raise ValueError("hidden, layers, window_mixtures and mixtures must be at least 1, kappa_scale positive")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -434,3 +434,12 @@ def test_input_noise_is_recorded_and_kept_when_a_run_resumes(tmp_path, capsys):
     assert cli.main([*base, "--input-noise", "-1"]) == 2
     assert cli.main(["train", "prediction", "--data", str(data), "--run", str(tmp_path / "p"), "--input-noise", "0.1"]) == 2
     assert "for synthesis runs" in capsys.readouterr().err
+
+
+def test_a_network_without_size_is_refused(tmp_path, capsys):
+    from writemate import cli
+
+    with pytest.raises(ValueError, match="at least 1"):
+        SynthesisConfig(hidden=0)
+    assert cli.main(["train", "synthesis", "--data", str(tmp_path), "--run", str(tmp_path / "r"), "--hidden", "-1"]) == 2
+    assert "at least 1" in capsys.readouterr().err

@@ -35,9 +35,15 @@ def test_synthesis_export_needs_the_candidates_own_styles(tmp_path, monkeypatch,
     (candidate / "styles.json").unlink()
     before = (bundled / "model.safetensors").read_bytes()
 
-    with pytest.raises(SystemExit, match="has no styles.json; make its styles first"):
+    with pytest.raises(SystemExit, match="has no styles; make them first"):
         run_tool(monkeypatch, candidate, bundled, "--data", data)
+    (candidate / "styles.json").write_text("[]")
+    with pytest.raises(SystemExit, match="has no styles; make them first"):
+        run_tool(monkeypatch, candidate, bundled, "--data", data, "--force")
+    with pytest.raises(SystemExit, match="MODEL_CARD.md does not exist"):
+        run_tool(monkeypatch, bundled, tmp_path / "elsewhere", "--card")
     assert (bundled / "model.safetensors").read_bytes() == before  # a refusal leaves the bundle alone
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # and nothing staged
 
 
 @needs_recognizer
@@ -56,6 +62,8 @@ def test_synthesis_export_compares_styled_lines_and_brings_the_styles(tmp_path, 
     out = capsys.readouterr().out
     assert "failure rate in its own styles: bundled 1.000, new 1.000" in out
     assert json.loads((bundled / "styles.json").read_text())[0]["name"] == "the candidate's own"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the staged bundle was swapped in
+    assert loading.load(bundled).write("ab", style=1, check=False).lines
 
 
 def test_averaged_weights_are_the_mean_and_keep_the_network(tmp_path, monkeypatch, capsys):
@@ -72,8 +80,11 @@ def test_averaged_weights_are_the_mean_and_keep_the_network(tmp_path, monkeypatc
     assert config["metrics"] == {} and config["averaged_from"] == [str(a), str(b)]
     loading.load(tmp_path / "mean").write("ab", check=False)  # a ready model
 
-    with pytest.raises(SystemExit, match="not empty"):  # never overwrites
+    with pytest.raises(SystemExit, match="exists"):  # never overwrites
         run_tool(monkeypatch, a, b, "-o", tmp_path / "mean", name="average_weights")
+    with pytest.raises(SystemExit, match="no such file"):  # checked before anything is written
+        run_tool(monkeypatch, a, b, "-o", tmp_path / "m2", "--data", tmp_path / "nowhere", name="average_weights")
+    assert not (tmp_path / "m2").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_averaging_refuses_different_networks(tmp_path, monkeypatch):

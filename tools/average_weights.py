@@ -16,9 +16,13 @@ the next (docs/synthesis.md); their average is often smoother.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from writemate import checkpoint, evaluate, loading
+from writemate.train import network_config
 
 EVALUATORS = {"synthesis": evaluate.synthesis_nll, "prediction": evaluate.prediction_nll}
 
@@ -26,7 +30,8 @@ EVALUATORS = {"synthesis": evaluate.synthesis_nll, "prediction": evaluate.predic
 def average(folders: list[Path], out: Path) -> dict:
     """Write the mean weights of ``folders`` to ``out``; returns the new config."""
     configs = [checkpoint.read_config(f) for f in folders]
-    if any(c["config"] != configs[0]["config"] for c in configs):
+    networks = [(c.get("family"), network_config(c["config"])) for c in configs]
+    if any(n != networks[0] for n in networks):
         raise SystemExit("refusing: the folders hold different networks (their config.json 'config' differs)")
     weights = [checkpoint.load_tensors(f / checkpoint.WEIGHTS) for f in folders]
     mean = {
@@ -48,17 +53,25 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.folders) < 2:
         raise SystemExit("give at least two model folders to average")
-    if args.output.exists() and any(args.output.iterdir()):
-        raise SystemExit(f"refusing: {args.output} exists and is not empty")
-    config = average(args.folders, args.output)
-    if args.data is not None:
-        family = config.get("family")
-        if family not in EVALUATORS:
-            raise SystemExit(f"--data measures synthesis or prediction networks, not {family!r}")
-        result = EVALUATORS[family](loading.load(args.output), args.data, split="validation")
-        config["metrics"] = {"val_nll": result["nll"], "val_sse": result["sse"]}
-        checkpoint.atomic_write_json(args.output / checkpoint.CONFIG, config)
-        print(f"validation NLL {result['nll']:.1f} nats per line, SSE {result['sse']:.4f}, {result['lines']} lines")
+    if args.output.exists():
+        raise SystemExit(f"refusing: {args.output} exists")
+    family = checkpoint.read_config(args.folders[-1]).get("family")
+    if args.data is not None and family not in EVALUATORS:
+        raise SystemExit(f"--data measures synthesis or prediction networks, not {family!r}")
+    if args.data is not None and not args.data.exists():
+        raise SystemExit(f"{args.data}: no such file or folder")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{args.output.name}-", dir=args.output.parent))
+    try:  # built aside and renamed at the end: a failure leaves no half-made output
+        config = average(args.folders, staged)
+        if args.data is not None:
+            result = EVALUATORS[family](loading.load(staged), args.data, split="validation")
+            config["metrics"] = {"val_nll": result["nll"], "val_sse": result["sse"]}
+            checkpoint.atomic_write_json(staged / checkpoint.CONFIG, config)
+            print(f"validation NLL {result['nll']:.1f} nats per line, SSE {result['sse']:.4f}, {result['lines']} lines")
+        os.replace(staged, args.output)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     print(f"averaged {len(args.folders)} folders into {args.output}")
 
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -38,6 +40,7 @@ from writemate.api import MAX_LINE_CER, STYLES_FILE
 
 LEGIBILITY_LINES = 200
 GATE_BIASES = (0.0, 0.5, 1.0)
+CARD = "MODEL_CARD.md"
 STYLE_LINES = 25  # validation lines per style
 SAMPLE_COPIES = 8  # copies of each style's sample line
 
@@ -68,6 +71,65 @@ def styled_failure_rate(folder: Path, recognizer, data: Path) -> float:
     return failed / written
 
 
+def stage(args, family: str) -> Path:
+    """The new bundle, built in a hidden folder beside the destination from one reading of the source:
+    its weights (fp16 with --fp16), config.json and styles.json, and the card (the source's with
+    --card, else the destination's). The gate judges this folder, so what is judged is what ships."""
+    card = (args.source if args.card else args.destination) / CARD
+    if args.card and not card.exists():
+        raise SystemExit(f"refusing: {card} does not exist")
+    styles = args.source / STYLES_FILE
+    if family == "synthesis":
+        if not styles.exists() or not json.loads(styles.read_text()):
+            raise SystemExit(
+                f"refusing: {args.source} has no styles; make them first (tools/make_styles.py auto --model {args.source})"
+            )
+    args.destination.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{args.destination.name}-", dir=args.destination.parent))
+    tensors = checkpoint.load_tensors(args.source / checkpoint.WEIGHTS)
+    if args.fp16:
+        tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
+    checkpoint.save_tensors(staged / checkpoint.WEIGHTS, tensors)
+    for path in (args.source / checkpoint.CONFIG, styles, card):
+        if path.exists():
+            shutil.copyfile(path, staged / path.name)
+    return staged
+
+
+def swap_in(staged: Path, destination: Path) -> None:
+    """Replace ``destination`` by ``staged`` with two renames (never a half-written bundle)."""
+    old = destination.with_name(f".{destination.name}-replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if destination.exists():
+        os.replace(destination, old)
+    os.replace(staged, destination)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def gate(args, new: dict, staged: Path) -> None:
+    """Refuse (SystemExit) a model that is not better than the bundled one (see the module docstring)."""
+    old = json.loads((args.destination / checkpoint.CONFIG).read_text())
+    old_value, new_value = old.get("metrics", {}).get(args.metric), new.get("metrics", {}).get(args.metric)
+    if old_value is not None and (new_value is None or new_value >= old_value):
+        raise SystemExit(f"refusing: {args.metric} {new_value} is not better than the bundled {old_value}")
+    if new.get("family") != "synthesis":
+        return
+    if args.data is None:
+        raise SystemExit("refusing: a synthesis model needs --data DIR to compare how legibly it writes")
+    recognizer = loading.load("recognizer")
+    old_failures = failure_rates(args.destination, recognizer, args.data)
+    new_failures = failure_rates(staged, recognizer, args.data)
+    for bias, old_rate, new_rate in zip(GATE_BIASES, old_failures, new_failures):
+        print(f"failure rate at bias {bias:g}: bundled {old_rate:.3f}, new {new_rate:.3f}")
+    if sum(new_failures) > sum(old_failures):
+        raise SystemExit("refusing: the recognizer misreads more of its lines than of the bundled model's")
+    old_styled = styled_failure_rate(args.destination, recognizer, args.data)
+    new_styled = styled_failure_rate(staged, recognizer, args.data)
+    print(f"failure rate in its own styles: bundled {old_styled:.3f}, new {new_styled:.3f}")
+    if new_styled > old_styled:
+        raise SystemExit("refusing: the recognizer misreads more of the lines it writes in its styles")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
@@ -79,42 +141,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="IAM-OnDB archives, to compare how often synthesis samples end")
     args = parser.parse_args()
     new = checkpoint.read_config(args.source)
-    old_path = args.destination / checkpoint.CONFIG
-    if old_path.exists() and not args.force:
-        old = json.loads(old_path.read_text())
-        old_value, new_value = old.get("metrics", {}).get(args.metric), new.get("metrics", {}).get(args.metric)
-        if old_value is not None and (new_value is None or new_value >= old_value):
-            raise SystemExit(f"refusing: {args.metric} {new_value} is not better than the bundled {old_value}")
-        if new.get("family") == "synthesis":
-            if args.data is None:
-                raise SystemExit("refusing: a synthesis model needs --data DIR to compare how legibly it writes")
-            if not (args.source / STYLES_FILE).exists():
-                raise SystemExit(
-                    f"refusing: {args.source} has no {STYLES_FILE}; make its styles first"
-                    f" (tools/make_styles.py save --model {args.source})"
-                )
-            recognizer = loading.load("recognizer")
-            old_failures = failure_rates(args.destination, recognizer, args.data)
-            new_failures = failure_rates(args.source, recognizer, args.data)
-            for bias, old_rate, new_rate in zip(GATE_BIASES, old_failures, new_failures):
-                print(f"failure rate at bias {bias:g}: bundled {old_rate:.3f}, new {new_rate:.3f}")
-            if sum(new_failures) > sum(old_failures):
-                raise SystemExit("refusing: the recognizer misreads more of its lines than of the bundled model's")
-            old_styled = styled_failure_rate(args.destination, recognizer, args.data)
-            new_styled = styled_failure_rate(args.source, recognizer, args.data)
-            print(f"failure rate in its own styles: bundled {old_styled:.3f}, new {new_styled:.3f}")
-            if new_styled > old_styled:
-                raise SystemExit("refusing: the recognizer misreads more of the lines it writes in its styles")
-    args.destination.mkdir(parents=True, exist_ok=True)
-    tensors = checkpoint.load_tensors(args.source / checkpoint.WEIGHTS)
-    if args.fp16:
-        tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
-    checkpoint.save_tensors(args.destination / checkpoint.WEIGHTS, tensors)
-    shutil.copyfile(args.source / checkpoint.CONFIG, old_path)
-    if (args.source / STYLES_FILE).exists():
-        shutil.copyfile(args.source / STYLES_FILE, args.destination / STYLES_FILE)
-    if args.card:
-        shutil.copyfile(args.source / "MODEL_CARD.md", args.destination / "MODEL_CARD.md")
+    staged = stage(args, new.get("family"))
+    try:
+        if (args.destination / checkpoint.CONFIG).exists() and not args.force:
+            gate(args, new, staged)
+        swap_in(staged, args.destination)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # left only when refused or failed
     size = (args.destination / checkpoint.WEIGHTS).stat().st_size / 1e6
     print(f"exported {args.source} -> {args.destination} ({size:.1f} MB), {args.metric} {new.get('metrics', {}).get(args.metric)}")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import writemate
-from writemate import ink, metrics, render
+from writemate import checkpoint, ink, metrics, render
 from writemate.api import STYLES_FILE
 from writemate.models.synthesis import sample
 
@@ -89,7 +89,7 @@ def save_styles(writer, folder: Path, seeds: list[int], names: list[str], text: 
         name = names[i] if i < len(names) else f"hand {i}"
         styles.append({"id": i, "name": name, "text": text, "bias": 0.75, "seed": seed,
                        "offsets": np.round(offsets, 4).tolist()})
-    (folder / STYLES_FILE).write_text(json.dumps(styles))
+    checkpoint.atomic_write_bytes(folder / STYLES_FILE, json.dumps(styles).encode())  # compact: long offset lists
     return folder / STYLES_FILE
 
 
@@ -122,6 +122,8 @@ def main() -> None:
     if folder.resolve().parent == writemate.loading.WEIGHTS_DIR.resolve():
         raise SystemExit(f"refusing to replace the styles of the bundled {folder.name!r}: make them in a model folder")
     seeds = args.seeds
+    if args.action == "save" and not seeds:
+        raise SystemExit("give the seeds to keep: --seeds N [N ...]")
     if args.action == "auto":
         lines = candidates(writer, args.count, args.bias, args.text)
         chosen = auto_seeds(writer, writemate.load("recognizer"), lines, args.text, args.keep, args.max_cer)

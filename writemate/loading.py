@@ -30,7 +30,8 @@ def bundled() -> list[str]:
     """Names of the models shipped with the package."""
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").exists())
+    # hidden folders are bundles being staged by tools/export_model.py
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if not p.name.startswith(".") and (p / "config.json").exists())
 
 
 def resolve(name_or_folder: str | Path) -> Path:

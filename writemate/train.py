@@ -62,7 +62,7 @@ def stop_on_signals():
         _STOP.clear()
 
 
-def _network(model_config: dict) -> dict:
+def network_config(model_config: dict) -> dict:
     """What a checkpoint's model config must match to be resumed: all but its "training" part (how the
     network is trained, e.g. input noise or the initial weight range), which a resume may change."""
     return {k: v for k, v in model_config.items() if k != "training"}
@@ -312,7 +312,7 @@ class Trainer:
         meta = read_checkpoint(self.run_dir)
         if meta is None:
             return False
-        stored, current = _network(meta["model_config"]), _network(self.model_config)
+        stored, current = network_config(meta["model_config"]), network_config(self.model_config)
         if meta["family"] != self.family or stored != current:
             changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
             raise checkpoint.CheckpointError(

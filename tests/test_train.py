@@ -180,6 +180,10 @@ def test_a_resumed_run_keeps_its_schedule_optimizer_and_noise_unless_given(tmp_p
     assert (kept.lr, kept.lr_decay, kept.decay_after) == (5e-4, 0.9, 4)
     assert (kept.optimizer, kept.noise, kept.weight_noise) == ("rmsprop", "fixed", 0.05)
     assert cli._train_config(parser.parse_args(["--run", str(run), "--lr", "2e-4"])).lr == 2e-4
+    ensemble = tmp_path / "ensemble"  # members are runs of their own: member-1, member-2, ...
+    trainer.run_dir = ensemble / "member-1"
+    trainer.save_checkpoint()
+    assert cli._train_config(parser.parse_args(["--run", str(ensemble)])).lr == 5e-4
 
 
 def test_a_resume_refuses_another_optimizer_or_noise(tmp_path):

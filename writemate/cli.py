@@ -66,7 +66,7 @@ def _train_config(args):
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     # A resumed run keeps its learning-rate schedule unless it is given again, and its optimiser and
     # weight noise (Trainer.load_checkpoint refuses other ones: their state is in the checkpoint).
-    stored = saved_train_config(args.run)
+    stored = saved_train_config(args.run) or saved_train_config(Path(args.run) / "member-1")  # an ensemble's
     kept = ("lr", "lr_decay", "decay_after", "optimizer", "momentum", "noise", "weight_noise")
     given = {k: stored[k] for k in kept if k in stored} | given
     try:

@@ -51,7 +51,7 @@ def resolve(name_or_folder: str | Path) -> Path:
 
 
 def _kind(family: str | None) -> str:
-    """ "a synthesis model", "a language model" """
+    """The family as words: "a synthesis model", "a language model"."""
     name = str(family).replace("-", " ")
     return f"a {name}" if name.endswith("model") else f"a {name} model"
 

@@ -86,6 +86,9 @@ def stage(args, family: str) -> Path:
             )
     args.destination.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{args.destination.name}-", dir=args.destination.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; the bundle is a normal folder
     tensors = checkpoint.load_tensors(args.source / checkpoint.WEIGHTS)
     if args.fp16:
         tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}

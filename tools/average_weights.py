@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from writemate import checkpoint, evaluate, loading
@@ -38,7 +37,6 @@ def average(folders: list[Path], out: Path) -> dict:
         k: (sum(w[k].double() for w in weights) / len(weights)).to(v.dtype) if v.is_floating_point() else v
         for k, v in weights[-1].items()
     }
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint.save_tensors(out / checkpoint.WEIGHTS, mean)
     config = dict(configs[-1], metrics={}, averaged_from=[str(f) for f in folders])
     checkpoint.atomic_write_json(out / checkpoint.CONFIG, config)
@@ -60,8 +58,7 @@ def main() -> None:
         raise SystemExit(f"--data measures synthesis or prediction networks, not {family!r}")
     if args.data is not None and not args.data.exists():
         raise SystemExit(f"{args.data}: no such file or folder")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{args.output.name}-", dir=args.output.parent))
+    staged = checkpoint.fresh_folder(args.output.with_name(f".{args.output.name}-staged"))
     try:  # built aside and renamed at the end: a failure leaves no half-made output
         config = average(args.folders, staged)
         if args.data is not None:

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -45,18 +44,16 @@ STYLE_LINES = 25  # validation lines per style
 SAMPLE_COPIES = 8  # copies of each style's sample line
 
 
-def failure_rates(folder: Path, recognizer, data: Path) -> list[float]:
-    """The share of validation lines the model in ``folder`` writes that ``recognizer`` misreads, per gate bias."""
-    writer = loading.load(folder)
+def failure_rates(writer, recognizer, data: Path) -> list[float]:
+    """The share of validation lines ``writer`` writes that ``recognizer`` misreads, per gate bias."""
     return [
         evaluate.legibility(writer, recognizer, data, limit=LEGIBILITY_LINES, split="validation", bias=b)["failure_rate"]
         for b in GATE_BIASES
     ]
 
 
-def styled_failure_rate(folder: Path, recognizer, data: Path) -> float:
-    """The share of lines the model in ``folder`` writes in its own styles that ``recognizer`` misreads."""
-    writer = loading.load(folder)
+def styled_failure_rate(writer, recognizer, data: Path) -> float:
+    """The share of lines ``writer`` writes in its own styles that ``recognizer`` misreads."""
     failed = written = 0
     for s in writer.styles:
         result = evaluate.legibility(
@@ -84,11 +81,7 @@ def stage(args, family: str) -> Path:
             raise SystemExit(
                 f"refusing: {args.source} has no styles; make them first (tools/make_styles.py auto --model {args.source})"
             )
-    args.destination.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{args.destination.name}-", dir=args.destination.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; the bundle is a normal folder
+    staged = checkpoint.fresh_folder(args.destination.with_name(f".{args.destination.name}-staged"))
     tensors = checkpoint.load_tensors(args.source / checkpoint.WEIGHTS)
     if args.fp16:
         tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -120,14 +113,15 @@ def gate(args, new: dict, staged: Path) -> None:
     if args.data is None:
         raise SystemExit("refusing: a synthesis model needs --data DIR to compare how legibly it writes")
     recognizer = loading.load("recognizer")
-    old_failures = failure_rates(args.destination, recognizer, args.data)
-    new_failures = failure_rates(staged, recognizer, args.data)
+    bundled, candidate = loading.load(args.destination), loading.load(staged)
+    old_failures = failure_rates(bundled, recognizer, args.data)
+    new_failures = failure_rates(candidate, recognizer, args.data)
     for bias, old_rate, new_rate in zip(GATE_BIASES, old_failures, new_failures):
         print(f"failure rate at bias {bias:g}: bundled {old_rate:.3f}, new {new_rate:.3f}")
     if sum(new_failures) > sum(old_failures):
         raise SystemExit("refusing: the recognizer misreads more of its lines than of the bundled model's")
-    old_styled = styled_failure_rate(args.destination, recognizer, args.data)
-    new_styled = styled_failure_rate(staged, recognizer, args.data)
+    old_styled = styled_failure_rate(bundled, recognizer, args.data)
+    new_styled = styled_failure_rate(candidate, recognizer, args.data)
     print(f"failure rate in its own styles: bundled {old_styled:.3f}, new {new_styled:.3f}")
     if new_styled > old_styled:
         raise SystemExit("refusing: the recognizer misreads more of the lines it writes in its styles")

@@ -82,10 +82,10 @@ def auto_seeds(writer, recognizer, lines: list[np.ndarray], text: str, keep: int
     ]
 
 
-def save_styles(writer, folder: Path, seeds: list[int], names: list[str], text: str, bias: float) -> Path:
+def save_styles(folder: Path, lines: dict[int, np.ndarray], names: list[str], text: str) -> Path:
+    """styles.json in ``folder`` from ``lines``: each seed's sampled line (normalised offsets) of ``text``."""
     styles = []
-    for i, seed in enumerate(seeds):
-        offsets = sample(writer.model, [text], bias=bias, seed=seed)[0]
+    for i, (seed, offsets) in enumerate(lines.items()):
         name = names[i] if i < len(names) else f"hand {i}"
         styles.append({"id": i, "name": name, "text": text, "bias": 0.75, "seed": seed,
                        "offsets": np.round(offsets, 4).tolist()})
@@ -129,11 +129,13 @@ def main() -> None:
         chosen = auto_seeds(writer, writemate.load("recognizer"), lines, args.text, args.keep, args.max_cer)
         for c in chosen:
             print(f"seed {c['seed']:3d}  CER {c['cer']:.3f}  read {c['read']!r}  size/width/slant/pace {c['measures']}")
-        seeds = [c["seed"] for c in chosen]
-        contact_sheet(writer, [lines[s] for s in seeds], args.output)
+        kept = {c["seed"]: lines[c["seed"]] for c in chosen}  # seed n is candidate n: nothing to sample again
+        contact_sheet(writer, list(kept.values()), args.output)
         print(f"wrote {args.output}: the chosen lines in style order")
-    path = save_styles(writer, folder, seeds, args.names, args.text, args.bias)
-    print(f"wrote {len(seeds)} styles to {path}")
+    else:
+        kept = {seed: sample(writer.model, [args.text], bias=args.bias, seed=seed)[0] for seed in seeds}
+    path = save_styles(folder, kept, args.names, args.text)
+    print(f"wrote {len(kept)} styles to {path}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -32,6 +33,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def fresh_folder(path: Path) -> Path:
+    """An empty folder at ``path`` (a leftover from an earlier failed attempt is removed first), to
+    build output in before renaming it into place."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def atomic_write_json(path: Path, obj) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import shared_data
 
 from writemate import loading
@@ -17,12 +18,14 @@ from writemate.cli import main
 from writemate.data import text
 from writemate.models.language import (
     FAMILY,
+    DynamicEvaluation,
     LanguageModel,
     LanguageModelConfig,
     LanguageModelTask,
     Score,
     TextPredictor,
     evaluate_stream,
+    gradient_rms,
 )
 from writemate.train import Trainer, TrainConfig
 
@@ -208,18 +211,60 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_dynamic_evaluation_adapts_a_copy_and_lowers_bpc(tmp_path):
+def repeating_text(tmp_path):
     path = tmp_path / "rep.txt"
     path.write_text("abcabcabc\n" * 60)
     vocab = text.Vocabulary.from_counts("char", {c: 1 for c in "abc\n"})
-    stream = text.encode_file(path, vocab)
     torch.manual_seed(0)
     model = LanguageModel(LanguageModelConfig(vocab_size=len(vocab), embedding=8, hidden=16))
+    return model, text.encode_file(path, vocab)
+
+
+@pytest.mark.parametrize("rule, lr", [("sgd", 0.5), ("rms", 0.02)])
+def test_dynamic_evaluation_adapts_a_copy_and_lowers_bpc(tmp_path, rule, lr):
+    model, stream = repeating_text(tmp_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    static = evaluate_stream(model, stream, streams=1, bptt=20).metrics("char")["bpc"]
-    dynamic = evaluate_stream(model, stream, streams=1, bptt=20, dynamic_lr=0.5).metrics("char")["bpc"]
-    assert dynamic < static - 0.3
+    rms = gradient_rms(model, stream, bptt=20) if rule == "rms" else None
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    static = evaluate_stream(model, stream, streams=1, bptt=20).metrics("char")["bpc"]
+    dynamic = DynamicEvaluation(lr, rule, decay=0.01, rms=rms)
+    adapted = evaluate_stream(model, stream, streams=1, bptt=20, dynamic=dynamic).metrics("char")["bpc"]
+    assert adapted < static - 0.3
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_gradient_rms_is_the_root_mean_square_of_window_gradients(tmp_path):
+    model, stream = repeating_text(tmp_path)
+    short = stream.head(60)
+    squares, state = [torch.zeros_like(p) for p in model.parameters()], None
+    for t0 in range(0, 60, 20):  # three windows of one stream, read by hand
+        x = torch.from_numpy(short.ids[None, t0 : t0 + 20].astype(np.int64))
+        y = torch.from_numpy(short.ids[None, t0 + 1 : t0 + 21].astype(np.int64))
+        model.zero_grad()
+        logits, state = model(x, state)
+        F.cross_entropy(logits.transpose(1, 2), y).backward()
+        state = tuple(s.detach() for s in state)
+        squares = [s + p.grad.square() for s, p in zip(squares, model.parameters())]
+    expected = [(s / 3).sqrt() for s in squares]
+    for got, want in zip(gradient_rms(model, short, streams=1, bptt=20), expected):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_dynamic_steps_and_decay_by_hand():
+    p0 = torch.tensor([1.0, 1.0])
+    for rule, rms, lr, want in [
+        ("sgd", None, 0.1, [0.96 + 0.5 * 0.04, 0.96 + 0.5 * 0.04]),  # step 0.1 * 0.4, then half way back
+        # step 0.1 * 0.4 / 2 each; pull = min(0.5 * rms / mean(rms), 1): 0.25 and 0.75
+        ("rms", [torch.tensor([1.0, 3.0])], 0.1, [0.96 + 0.25 * 0.04, 1 - 0.04 / 3 + 0.75 * 0.04 / 3]),
+    ]:
+        p = p0.clone()
+        p.grad = torch.tensor([0.4, 0.4])
+        DynamicEvaluation(lr, rule, decay=0.5, rms=rms, epsilon=0.0).step([p], [p0])
+        assert torch.allclose(p, torch.tensor(want)), rule
+    with pytest.raises(ValueError, match="rms"):
+        DynamicEvaluation(0.1, "rms")
+    with pytest.raises(ValueError, match="decay"):
+        DynamicEvaluation(0.1, "sgd", decay=1.0)
 
 
 # -- the ready model, sampling and the CLI ------------------------------------------------
@@ -248,11 +293,29 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     main([*args, "--dynamic-lr", "0.1", "--window", "4"])
     short_steps = json.loads(capsys.readouterr().out)
     assert short_steps["window"] == 4 and short_steps["bpc"] != long_steps["bpc"]  # four times the updates
+    assert main([*args, "--dynamic-lr", "0.01", "--dynamic-rule", "rms"]) == 2  # no training text for a file
+    assert "training text" in capsys.readouterr().err
+    main([*args, "--dynamic-lr", "0.01", "--dynamic-rule", "rms", "--train-text", str(tmp_path / "toy.txt")])
+    rms = json.loads(capsys.readouterr().out)
+    assert rms["rule"] == "rms" and math.isfinite(rms["bpc"])
     assert main(["lm", "sample", "--model", str(run), "--prime", "the cat", "--length", "40", "--seed", "3"]) == 0
     first = capsys.readouterr().out
     assert first.startswith("the cat") and len(first) >= len("the cat") + 40
     main(["lm", "sample", "--model", str(run), "--prime", "the cat", "--length", "40", "--seed", "3"])
     assert capsys.readouterr().out == first  # same seed, same text
+
+
+def test_cli_train_from_a_trained_model_keeps_its_weights_and_vocabulary(tmp_path, capsys):
+    run = train_cli(tmp_path)
+    data, again = str(tmp_path / "toy.txt"), str(tmp_path / "again")
+    args = ["lm", "train", "--data", data, "--run", again, "--init", str(run), "--batch-size", "4", "--bptt", "20"]
+    assert main([*args, "--hidden", "32"]) == 2  # the size comes from the trained model
+    assert "drop --hidden" in capsys.readouterr().err
+    assert main([*args, "--epochs", "1", "--lr", "1e-12", "--dropout", "0.1"]) == 0
+    start, tuned = loading.load(run), loading.load(again)
+    assert tuned.vocab.to_dict() == start.vocab.to_dict() and tuned.model.config.dropout == 0.1
+    for (name, a), b in zip(start.model.state_dict().items(), tuned.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # a rate of 1e-12 leaves the weights where they started
 
 
 def test_loaded_model_samples_greedily_at_temperature_zero(tmp_path):

@@ -23,20 +23,38 @@ def _load_predictor(name_or_folder: str):
     return loading.load(name_or_folder, FAMILY)
 
 
+NETWORK_DEFAULTS = {"level": "char", "embedding": 256, "hidden": 1000, "layers": 1, "dropout": 0.0}
+
+
+def _network(args):
+    """The network to train and the model it starts from (--init), if any."""
+    from dataclasses import replace
+
+    from writemate.models.language import LanguageModelConfig
+
+    given = {k: getattr(args, k) for k in NETWORK_DEFAULTS if getattr(args, k) is not None}
+    if args.init is None:
+        try:
+            return LanguageModelConfig(**{**NETWORK_DEFAULTS, **given}), None
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    start = _load_predictor(args.init)
+    sized = sorted(k for k in given if k != "dropout" and given[k] != getattr(start.model.config, k))
+    _require(not sized, f"--init keeps the network of {args.init}; drop --{', --'.join(sized)}")
+    _require(args.init_scale == 0, "--init starts from trained weights; drop --init-scale")
+    _require(args.max_vocab is None, "--init keeps the vocabulary of the model it starts from; drop --max-vocab")
+    return replace(start.model.config, dropout=given.get("dropout", start.model.config.dropout)), start
+
+
 def cmd_train(args) -> int:
-    from writemate.models.language import LanguageModelConfig, train_language_model
+    from writemate.models.language import train_language_model
 
     config = _train_config(args)
     _require(args.bptt >= 1, "--bptt must be at least 1")
     _require(args.max_val_tokens >= 0, "--max-val-tokens must not be negative")
     _require(args.init_scale >= 0, "--init-scale must not be negative")
-    try:
-        model_config = LanguageModelConfig(
-            level=args.level, embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    max_vocab = DEFAULT_MAX_VOCAB[args.level] if args.max_vocab is None else args.max_vocab
+    model_config, start = _network(args)
+    max_vocab = DEFAULT_MAX_VOCAB[model_config.level] if args.max_vocab is None else args.max_vocab
     state = train_language_model(
         args.data,
         args.run,
@@ -48,6 +66,7 @@ def cmd_train(args) -> int:
         valid_fraction=args.valid_fraction,
         max_val_tokens=args.max_val_tokens,
         init_scale=args.init_scale,
+        init=start,
     )
     print(json.dumps({"step": state.step, "epoch": state.epoch, "best": state.best, "run": str(args.run)}))
     return 0
@@ -57,9 +76,14 @@ def cmd_evaluate(args) -> int:
     _require(args.streams >= 1, "--streams must be at least 1")
     _require(args.context >= 0 and args.max_tokens >= 0, "--context and --max-tokens must not be negative")
     _require(args.dynamic_lr >= 0, "--dynamic-lr must not be negative")
+    _require(0 <= args.dynamic_decay < 1, "--dynamic-decay must be in [0, 1)")
+    _require(args.gradient_tokens >= 1, "--gradient-tokens must be at least 1")
     _require(args.window >= 0, "--window must not be negative")
     predictor = _load_predictor(args.model)
-    metrics = predictor.evaluate(args.data, args.streams, args.context, args.dynamic_lr, args.max_tokens, args.window)
+    metrics = predictor.evaluate(
+        args.data, args.streams, args.context, args.max_tokens, args.window,
+        args.dynamic_lr, args.dynamic_rule, args.dynamic_decay, args.train_text, args.gradient_tokens,
+    )
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -90,11 +114,16 @@ def add_commands(sub) -> None:
         help="a UTF-8 text file or folder; a folder with ptb.char.train.txt, ptb.train.txt or train.txt "
         "(and valid/test beside it) uses those splits, anything else holds out its last part for validation",
     )
-    p.add_argument("--level", choices=LEVELS, default="char")
-    p.add_argument("--hidden", type=int, default=1000, help="LSTM units per layer")
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--embedding", type=int, default=256)
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--level", choices=LEVELS, help="char (default) or word")
+    p.add_argument("--hidden", type=int, help="LSTM units per layer (default 1000)")
+    p.add_argument("--layers", type=int, help="LSTM layers (default 1)")
+    p.add_argument("--embedding", type=int, help="embedding size (default 256)")
+    p.add_argument("--dropout", type=float, help="dropout between layers and before the output (default 0)")
+    p.add_argument(
+        "--init",
+        help="start from this trained language model (bundled name or folder): its network, vocabulary and "
+        "weights, with a fresh optimiser (fine-tuning on your text, or more training)",
+    )
     p.add_argument(
         "--init-scale", type=float, default=0.0,
         help="start every weight uniform in [-S, S] (0.1 in Zaremba et al. 2014); 0: PyTorch's initialisation",
@@ -111,7 +140,20 @@ def add_commands(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="a text file, or a folder with a test split")
     p.add_argument("--streams", type=int, default=16, help="pieces read side by side (1: one exact, slow pass)")
     p.add_argument("--context", type=int, default=200, help="unscored tokens each piece reads first")
-    p.add_argument("--dynamic-lr", type=float, default=0.0, help="dynamic evaluation: SGD learning rate (0: off)")
+    p.add_argument("--dynamic-lr", type=float, default=0.0, help="dynamic evaluation: its step size (0: off)")
+    p.add_argument(
+        "--dynamic-rule", choices=("sgd", "rms"), default="sgd",
+        help="sgd: plain gradient steps (Graves 2013); rms: steps divided by each weight's gradient RMS on the "
+        "training text (Krause et al. 2018)",
+    )
+    p.add_argument(
+        "--dynamic-decay", type=float, default=0.0, help="pull towards the trained weights after each step, in [0, 1)"
+    )
+    p.add_argument(
+        "--train-text", type=Path,
+        help="the rms rule's training text (default: the train split in the --data folder)",
+    )
+    p.add_argument("--gradient-tokens", type=int, default=200_000, help="training tokens the rms rule measures")
     p.add_argument(
         "--window", type=int, default=0,
         help="tokens read per step (default: the training BPTT length); dynamic evaluation updates after each",

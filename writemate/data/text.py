@@ -316,12 +316,17 @@ def find_test(path: Path, level: str) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        for prefix in SPLIT_PREFIXES[level]:
-            if (path / f"{prefix}test.txt").is_file():
-                return path / f"{prefix}test.txt"
-        names = ", ".join(f"{prefix}test.txt" for prefix in SPLIT_PREFIXES[level])
-        raise TextDataError(f"{path}: no test file for a {level} model ({names})")
+        return find_split_file(path, level, "test")
     raise TextDataError(f"{path}: no such file or folder")
+
+
+def find_split_file(folder: Path, level: str, split: str) -> Path:
+    """The ``split`` file of a folder (``ptb.char.train.txt``, ``ptb.train.txt``, ``train.txt``, ...)."""
+    for prefix in SPLIT_PREFIXES[level]:
+        if (Path(folder) / f"{prefix}{split}.txt").is_file():
+            return Path(folder) / f"{prefix}{split}.txt"
+    names = ", ".join(f"{prefix}{split}.txt" for prefix in SPLIT_PREFIXES[level])
+    raise TextDataError(f"{folder}: no {split} file for a {level} model ({names})")
 
 
 def build_vocabulary(
@@ -382,9 +387,11 @@ def load_corpus(
     min_count: int = 1,
     valid_fraction: float = 0.05,
     cache_dir: Path | None = None,
+    vocab: Vocabulary | None = None,
 ) -> Corpus:
-    """Vocabulary from the training part, and every split encoded with it."""
+    """Vocabulary from the training part (or ``vocab``, a trained model's), and every split encoded with it."""
     sources = find_splits(path, level, valid_fraction)
-    vocab = build_vocabulary(sources["train"], level, max_vocab, min_count, cache_dir)
+    if vocab is None:
+        vocab = build_vocabulary(sources["train"], level, max_vocab, min_count, cache_dir)
     streams = {split: encode_source(source, vocab, cache_dir) for split, source in sources.items()}
     return Corpus(vocab, streams["train"], streams["valid"], streams.get("test"))

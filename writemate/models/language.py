@@ -140,53 +140,139 @@ class Score:
         }
 
 
+@dataclass
+class DynamicEvaluation:
+    """How a model keeps learning from the text it has just scored (dynamic evaluation).
+
+    ``rule="sgd"`` is Graves' (2013, section 3) plain gradient step at rate
+    ``lr``. ``rule="rms"`` is Krause et al.'s (2018) "RMS with decay": each
+    weight's step is divided by the root mean square of its gradient on the
+    training text (``rms``, from :func:`gradient_rms`), so rarely moved
+    weights are not over-stepped. ``decay`` (lambda) pulls every weight back
+    towards its trained value after each step; under the rms rule the pull is
+    scaled by the weight's RMS over the mean RMS, capped at 1.
+    """
+
+    lr: float
+    rule: str = "sgd"
+    decay: float = 0.0
+    rms: list[torch.Tensor] | None = None  # one per parameter, as model.parameters()
+    epsilon: float = 1e-5  # added to the RMS, Krause et al.'s epsilon
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the dynamic evaluation rate must be positive, not {self.lr}")
+        if self.rule not in ("sgd", "rms"):
+            raise ValueError(f"dynamic evaluation rule must be sgd or rms, not {self.rule!r}")
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"dynamic evaluation decay must be in [0, 1), not {self.decay}")
+        if self.rule == "rms" and self.rms is None:
+            raise ValueError("the rms rule needs the gradient RMS of the training text")
+
+    @torch.no_grad()
+    def step(self, params: list[torch.Tensor], trained: list[torch.Tensor]) -> None:
+        """One update of ``params`` from their ``.grad``; ``trained`` are the weights before evaluation."""
+        if self.rule == "sgd":
+            for p, p0 in zip(params, trained):
+                p -= self.lr * p.grad
+                if self.decay:
+                    p += self.decay * (p0 - p)
+            return
+        mean_rms = float(sum(r.sum() for r in self.rms) / sum(r.numel() for r in self.rms))
+        for p, p0, r in zip(params, trained, self.rms):
+            p -= self.lr * p.grad / (r + self.epsilon)
+            if self.decay:
+                p += (self.decay * r / mean_rms).clamp(max=1.0) * (p0 - p)
+
+
+def _windows(model: LanguageModel, stream: Stream, streams: int, bptt: int, context: int, cold: bool):
+    """Read ``stream`` as ``streams`` pieces side by side, ``bptt`` tokens at a time.
+
+    Yields (logits (S, W, V), targets (S, W), scored (S, W) bool) and carries
+    the state from one window to the next, detached once the caller is done
+    with the window. Every piece but the first starts by reading the
+    ``context`` tokens before it without scoring them, unless ``cold``.
+    """
+    n = stream.tokens
+    per = math.ceil(n / max(1, min(streams, n)))
+    starts = np.arange(0, n, per)  # first prediction of each piece: target ids[start + 1]
+    ends = np.minimum(starts + per, n)
+    origin = starts - (0 if cold else np.minimum(context, starts))  # first input of each row
+    length = int((ends - origin).max())
+    state = None
+    for t0 in range(0, length, bptt):
+        pos = origin[:, None] + np.arange(t0, min(t0 + bptt, length))[None, :]  # (S, W) input positions
+        scored = torch.from_numpy((pos >= starts[:, None]) & (pos < ends[:, None]))
+        pos = np.minimum(pos, n - 1)  # rows that have ended read junk that is not scored
+        x = torch.from_numpy(stream.ids[pos].astype(np.int64))
+        y = torch.from_numpy(stream.ids[pos + 1].astype(np.int64))
+        logits, state = model(x, state)  # (S, W, V)
+        yield logits, y, scored
+        state = detach(state)
+
+
+def _window_nll(logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Nats of each scored prediction, 0 elsewhere: (S, W)."""
+    return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none") * scored
+
+
+def gradient_rms(
+    model: LanguageModel, stream: Stream, streams: int = 16, bptt: int = 20, max_tokens: int = 200_000
+) -> list[torch.Tensor]:
+    """Root mean square, over windows of the training text, of the gradient of each window's mean
+    loss (Krause et al. 2018's sqrt(MS_g)); one tensor per parameter. The model is not changed."""
+    model = copy.deepcopy(model)
+    model.eval()
+    params = list(model.parameters())
+    squares = [torch.zeros_like(p) for p in params]
+    windows = 0
+    with torch.enable_grad():
+        for logits, y, scored in _windows(model, stream.head(max_tokens), streams, bptt, 0, cold=True):
+            if not scored.any():
+                continue
+            model.zero_grad(set_to_none=True)
+            (_window_nll(logits, y, scored).sum() / scored.sum()).backward()
+            for s, p in zip(squares, params):
+                s += p.grad.square()
+            windows += 1
+    if windows == 0:
+        raise text.TextDataError("the training text is too short to measure gradients on")
+    return [(s / windows).sqrt() for s in squares]
+
+
 def evaluate_stream(
     model: LanguageModel,
     stream: Stream,
     streams: int = 16,
     bptt: int = 100,
     context: int = 200,
-    dynamic_lr: float = 0.0,
+    dynamic: DynamicEvaluation | None = None,
 ) -> Score:
     """Score every token of ``stream``, reading it as ``streams`` pieces side by side.
 
     Every piece but the first starts by reading the ``context`` tokens before
     it without scoring them, so its state is warm when scoring begins; with
-    ``streams=1`` the text is read in one go. With ``dynamic_lr`` > 0 (dynamic
-    evaluation, Graves 2013 section 3) a copy of the model takes an SGD step
-    on every window after scoring it; pieces then start cold (no context), so
-    no token is ever trained on before it has been scored.
+    ``streams=1`` the text is read in one go. With ``dynamic`` (dynamic
+    evaluation) a copy of the model is updated on every window after scoring
+    it; pieces then start cold (no context), so no token is ever trained on
+    before it has been scored.
     """
-    dynamic = dynamic_lr > 0
-    if dynamic:
+    if dynamic is not None:
         model = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=dynamic_lr)
+        params = list(model.parameters())
+        trained = [p.detach().clone() for p in params]
     model.eval()
-    n = stream.tokens
-    per = math.ceil(n / max(1, min(streams, n)))
-    starts = np.arange(0, n, per)  # first prediction of each piece: target ids[start + 1]
-    ends = np.minimum(starts + per, n)
-    origin = starts - (0 if dynamic else np.minimum(context, starts))  # first input of each row
-    length = int((ends - origin).max())
     nats, errors = 0.0, 0
-    state = None
     with torch.enable_grad() if dynamic else torch.inference_mode():
-        for t0 in range(0, length, bptt):
-            pos = origin[:, None] + np.arange(t0, min(t0 + bptt, length))[None, :]  # (S, W) input positions
-            scored = torch.from_numpy((pos >= starts[:, None]) & (pos < ends[:, None]))
-            pos = np.minimum(pos, n - 1)  # rows that have ended read junk that is not scored
-            x = torch.from_numpy(stream.ids[pos].astype(np.int64))
-            y = torch.from_numpy(stream.ids[pos + 1].astype(np.int64))
-            logits, state = model(x, state)  # (S, W, V)
-            nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none") * scored  # (S, W)
+        for logits, y, scored in _windows(model, stream, streams, bptt, context, cold=dynamic is not None):
+            nll = _window_nll(logits, y, scored)  # (S, W)
             nats += float(nll.detach().sum())
             errors += int(((logits.argmax(-1) != y) & scored).sum())
-            if dynamic and scored.any():
-                optimizer.zero_grad(set_to_none=True)
+            if dynamic is not None and scored.any():
+                model.zero_grad(set_to_none=True)
                 (nll.sum() / scored.sum()).backward()
-                optimizer.step()
-            state = detach(state)
-    return Score(nats, n, stream.characters, stream.words, errors)
+                dynamic.step(params, trained)
+    return Score(nats, stream.tokens, stream.characters, stream.words, errors)
 
 
 # -- training ------------------------------------------------------------------------
@@ -258,20 +344,28 @@ def train_language_model(
     valid_fraction: float = 0.05,
     max_val_tokens: int = 0,
     init_scale: float = 0.0,
+    init: TextPredictor | None = None,
 ):
     """Train on a text file or folder (see :func:`writemate.data.text.find_splits`) into ``run_dir``.
 
     ``init_scale`` > 0 starts every weight uniform in [-init_scale, init_scale] instead of PyTorch's
-    initialisation (see :meth:`LanguageModel.init_uniform`).
+    initialisation (see :meth:`LanguageModel.init_uniform`). ``init``, a trained model, starts the run
+    from its weights and vocabulary instead (fine-tuning, or more training with a fresh optimiser);
+    ``model_config`` must then be its config, with any dropout.
     """
     if init_scale < 0:
         raise ValueError(f"init_scale must be 0 (PyTorch's initialisation) or more, not {init_scale}")
-    corpus = text.load_corpus(data, model_config.level, max_vocab=max_vocab, valid_fraction=valid_fraction)
+    if init is not None and replace(model_config, dropout=0.0) != replace(init.model.config, dropout=0.0):
+        raise ValueError("a run started from a trained model keeps its network and vocabulary")
+    vocab = init.vocab if init is not None else None
+    corpus = text.load_corpus(data, model_config.level, max_vocab, valid_fraction=valid_fraction, vocab=vocab)
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
     torch.manual_seed(train_config.seed)
     model = LanguageModel(model_config)
     if init_scale:
         model.init_uniform(init_scale)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
     task = LanguageModelTask(model, corpus.train, corpus.valid, bptt=bptt, max_val_tokens=max_val_tokens)
     config = {"model": model_config.to_dict(), "vocabulary": corpus.vocab.to_dict(), "bptt": bptt}
     if init_scale:
@@ -335,22 +429,42 @@ class TextPredictor:
         data: Path,
         streams: int = 16,
         context: int = 200,
-        dynamic_lr: float = 0.0,
         max_tokens: int = 0,
         window: int = 0,
+        dynamic_lr: float = 0.0,
+        rule: str = "sgd",
+        decay: float = 0.0,
+        train_text: Path | None = None,
+        gradient_tokens: int = 200_000,
     ) -> dict:
         """BPC, perplexity, error (%) and counts on a file, or on the test file of a folder.
 
-        ``window`` tokens are read per step (0: the training BPTT length); dynamic evaluation
-        updates the model after each window, so shorter windows adapt more often.
+        ``window`` tokens are read per step (0: the training BPTT length). With
+        ``dynamic_lr`` > 0 the model adapts after each window (see
+        :class:`DynamicEvaluation` for ``rule`` and ``decay``), so shorter
+        windows adapt more often. The rms rule measures gradients on the first
+        ``gradient_tokens`` of ``train_text``, by default the train split
+        beside the test file in the ``data`` folder.
         """
         if window < 0:
             raise ValueError("window must be 0 (the training BPTT length) or more")
         path = text.find_test(data, self.level)
         stream = text.encode_file(path, self.vocab).head(max_tokens)
         window = window or self.bptt
-        score = evaluate_stream(self.model, stream, streams, window, context, dynamic_lr)
-        return {**score.metrics(self.level), "file": str(path), "dynamic": dynamic_lr > 0, "window": window}
+        dynamic = None
+        if dynamic_lr > 0:
+            rms = None
+            if rule == "rms":
+                if train_text is None and not Path(data).is_dir():
+                    raise text.TextDataError("the rms rule needs the training text: give it, or a data folder")
+                train = text.find_split_file(data, self.level, "train") if train_text is None else train_text
+                rms = gradient_rms(self.model, text.encode_file(train, self.vocab), bptt=window, max_tokens=gradient_tokens)
+            dynamic = DynamicEvaluation(dynamic_lr, rule, decay, rms)
+        score = evaluate_stream(self.model, stream, streams, window, context, dynamic)
+        result = {**score.metrics(self.level), "file": str(path), "dynamic": dynamic is not None, "window": window}
+        if dynamic is not None:
+            result.update(dynamic_lr=dynamic_lr, rule=rule, decay=decay)
+        return result
 
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, seed: int = 0) -> str:
         """``prime`` and a continuation of ``length`` tokens (characters or words)."""

@@ -120,3 +120,16 @@ def test_bundled_ptb_char_model_samples_and_reads_the_treebank():
     valid = shared_data("ptb") / "ptb.char.valid.txt"  # skips when the data is absent
     result = lm.evaluate(valid, max_tokens=20000)
     assert result["bpc"] < 1.52  # 1.458 here, 1.469 on the first 100,000 characters (MODEL_CARD.md)
+
+
+def test_bundled_ptb_word_model_samples_and_reads_the_treebank():
+    if "ptb-word" not in writemate.bundled():
+        pytest.skip("the Penn Treebank word model is not bundled yet")
+    from conftest import shared_data
+
+    lm = writemate.load("ptb-word")
+    assert lm.level == "word"
+    text = lm.sample("the market", length=30, temperature=0.5, seed=1)
+    assert text.startswith("the market") and len(text.split()) >= 30
+    valid = shared_data("ptb") / "ptb.valid.txt"  # skips when the data is absent
+    assert lm.evaluate(valid)["perplexity"] < 125  # 119.7 (MODEL_CARD.md)

@@ -131,3 +131,28 @@ def test_auto_styles_are_saved_in_the_model_folder_never_the_bundled_one(tmp_pat
     monkeypatch.setattr(sys, "argv", ["make_styles.py", "save", "--model", "synthesis", "--seeds", "1"])
     with pytest.raises(SystemExit, match="refusing to replace the styles of the bundled"):
         make_styles.main()
+
+
+def test_export_compares_by_the_metric_training_chose_by(tmp_path, monkeypatch, capsys):
+    from writemate import checkpoint
+    from writemate.models.language import LanguageModel, LanguageModelConfig
+
+    def lm_folder(name: str, bpc: float, **recorded) -> Path:
+        config = LanguageModelConfig(vocab_size=4, embedding=2, hidden=3)
+        vocab = {"level": "char", "symbols": ["\ufffd", "a", "b", "\n"]}
+        folder = tmp_path / name
+        checkpoint.save_model(
+            folder, LanguageModel(config), "language-model", {"model": config.to_dict(), "vocabulary": vocab},
+            metrics={"val_bpc": bpc, "val_perplexity": 2 ** (5 * bpc)}, **recorded,
+        )
+        return folder
+
+    bundled = tmp_path / "bundled"
+    run_tool(monkeypatch, lm_folder("first", 1.5, metric="val_bpc"), bundled)
+    assert json.loads((bundled / "config.json").read_text())["metric"] == "val_bpc"
+    with pytest.raises(SystemExit, match="val_bpc 1.6 is not better than the bundled 1.5"):
+        run_tool(monkeypatch, lm_folder("worse", 1.6, metric="val_bpc"), bundled)
+    with pytest.raises(SystemExit, match="give --metric"):  # saved before the metric was recorded
+        run_tool(monkeypatch, lm_folder("old", 1.4), bundled)
+    run_tool(monkeypatch, lm_folder("old", 1.4), bundled, "--metric", "val_bpc")
+    assert json.loads((bundled / "config.json").read_text())["metrics"]["val_bpc"] == 1.4

@@ -37,6 +37,9 @@ import torch
 from writemate import checkpoint, evaluate, loading, metrics
 from writemate.api import MAX_LINE_CER, STYLES_FILE
 
+# The metric each family's trainer picks `best/` by, for model folders saved before it was recorded.
+FAMILY_METRICS = {"synthesis": "val_nll", "prediction": "val_nll", "recognizer": "val_cer", "classifier": "val_error"}
+
 LEGIBILITY_LINES = 200
 GATE_BIASES = (0.0, 0.5, 1.0)
 CARD = "MODEL_CARD.md"
@@ -86,7 +89,10 @@ def stage(args, family: str) -> Path:
     if args.fp16:
         tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
     checkpoint.save_tensors(staged / checkpoint.WEIGHTS, tensors)
-    for path in (args.source / checkpoint.CONFIG, styles, card):
+    config = checkpoint.read_config(args.source)
+    config["metric"] = args.metric  # what the next export is compared by
+    checkpoint.atomic_write_json(staged / checkpoint.CONFIG, config)
+    for path in (styles, card):
         if path.exists():
             shutil.copyfile(path, staged / path.name)
     return staged
@@ -132,12 +138,15 @@ def main() -> None:
     parser.add_argument("source", type=Path)
     parser.add_argument("destination", type=Path)
     parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--metric", default="val_nll", help="lower is better")
+    parser.add_argument("--metric", help="lower is better (default: the one training chose the model by)")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--card", action="store_true", help="also copy the source's MODEL_CARD.md")
     parser.add_argument("--data", type=Path, help="IAM-OnDB archives, to compare how often synthesis samples end")
     args = parser.parse_args()
     new = checkpoint.read_config(args.source)
+    args.metric = args.metric or new.get("metric") or FAMILY_METRICS.get(new.get("family"))
+    if args.metric is None:
+        raise SystemExit(f"{args.source}: no metric recorded to compare models by; give --metric")
     staged = stage(args, new.get("family"))
     try:
         if (args.destination / checkpoint.CONFIG).exists() and not args.force:

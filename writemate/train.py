@@ -418,6 +418,7 @@ class Trainer:
                 step=self.state.step,
                 train_seconds=round(self.state.train_seconds),
                 metrics=metrics,
+                metric=self.task.metric,  # the one `best` is chosen by, lower is better
             )
         return metrics
 

@@ -168,21 +168,26 @@ class DynamicEvaluation:
             raise ValueError(f"dynamic evaluation decay must be in [0, 1), not {self.decay}")
         if self.rule == "rms" and self.rms is None:
             raise ValueError("the rms rule needs the gradient RMS of the training text")
+        # Each weight's step size and pull, fixed for the whole text: computed once, not every step.
+        if self.rule == "sgd":
+            self._rates = self._pulls = None
+        else:
+            mean_rms = float(sum(r.sum() for r in self.rms) / sum(r.numel() for r in self.rms))
+            self._rates = [self.lr / (r + self.epsilon) for r in self.rms]
+            self._pulls = [(self.decay * r / mean_rms).clamp(max=1.0) for r in self.rms]
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], trained: list[torch.Tensor]) -> None:
         """One update of ``params`` from their ``.grad``; ``trained`` are the weights before evaluation."""
-        if self.rule == "sgd":
-            for p, p0 in zip(params, trained):
-                p -= self.lr * p.grad
-                if self.decay:
-                    p += self.decay * (p0 - p)
-            return
-        mean_rms = float(sum(r.sum() for r in self.rms) / sum(r.numel() for r in self.rms))
-        for p, p0, r in zip(params, trained, self.rms):
-            p -= self.lr * p.grad / (r + self.epsilon)
+        for i, (p, p0) in enumerate(zip(params, trained)):
+            if self.rule == "sgd":
+                p.sub_(p.grad, alpha=self.lr)
+                pull = self.decay
+            else:
+                p.addcmul_(p.grad, self._rates[i], value=-1.0)
+                pull = self._pulls[i]
             if self.decay:
-                p += (self.decay * r / mean_rms).clamp(max=1.0) * (p0 - p)
+                p.lerp_(p0, pull)  # p + pull * (p0 - p)
 
 
 def _windows(model: LanguageModel, stream: Stream, streams: int, bptt: int, context: int, cold: bool):

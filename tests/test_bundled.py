@@ -105,31 +105,28 @@ def test_bundled_writer_checks_its_lines_with_the_bundled_recognizer():
     assert writemate.load("recognizer").read(page.strokes, beam=0).strip()
 
 
-def test_bundled_ptb_char_model_samples_and_reads_the_treebank():
-    if "ptb-char" not in writemate.bundled():
-        pytest.skip("the Penn Treebank character model is not bundled yet")
+@pytest.mark.parametrize(
+    "name, level, valid_file, max_tokens, metric, limit",
+    [
+        # 1.458 on these 20,000 characters, 1.469 on the first 100,000 (MODEL_CARD.md)
+        ("ptb-char", "char", "ptb.char.valid.txt", 20000, "bpc", 1.52),
+        ("ptb-word", "word", "ptb.valid.txt", 0, "perplexity", 125),  # 119.7 (MODEL_CARD.md)
+    ],
+)
+def test_bundled_language_models_sample_and_read_the_treebank(name, level, valid_file, max_tokens, metric, limit):
+    if name not in writemate.bundled():
+        pytest.skip(f"the Penn Treebank model {name} is not bundled yet")
     from conftest import shared_data
 
     from writemate.cli import main
 
-    lm = writemate.load("ptb-char")
-    assert lm.level == "char"
-    text = lm.sample("the market", length=80, temperature=0.5, seed=1)
-    assert text.startswith("the market") and len(text) >= 90
-    assert main(["lm", "sample", "--prime", "the", "--length", "20"]) == 0  # the default model on a fresh install
-    valid = shared_data("ptb") / "ptb.char.valid.txt"  # skips when the data is absent
-    result = lm.evaluate(valid, max_tokens=20000)
-    assert result["bpc"] < 1.52  # 1.458 here, 1.469 on the first 100,000 characters (MODEL_CARD.md)
-
-
-def test_bundled_ptb_word_model_samples_and_reads_the_treebank():
-    if "ptb-word" not in writemate.bundled():
-        pytest.skip("the Penn Treebank word model is not bundled yet")
-    from conftest import shared_data
-
-    lm = writemate.load("ptb-word")
-    assert lm.level == "word"
+    lm = writemate.load(name)
+    assert lm.level == level
     text = lm.sample("the market", length=30, temperature=0.5, seed=1)
-    assert text.startswith("the market") and len(text.split()) >= 30
-    valid = shared_data("ptb") / "ptb.valid.txt"  # skips when the data is absent
-    assert lm.evaluate(valid)["perplexity"] < 125  # 119.7 (MODEL_CARD.md)
+    tokens = len if level == "char" else (lambda t: len(t.split()))
+    assert text.startswith("the market") and tokens(text) >= tokens("the market") + 30
+    assert main(["lm", "sample", "--model", name, "--prime", "the", "--length", "20"]) == 0
+    if name == "ptb-char":
+        assert main(["lm", "sample", "--prime", "the", "--length", "20"]) == 0  # the default model on a fresh install
+    valid = shared_data("ptb") / valid_file  # skips when the data is absent
+    assert lm.evaluate(valid, max_tokens=max_tokens)[metric] < limit

@@ -293,6 +293,8 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     main([*args, "--dynamic-lr", "0.1", "--window", "4"])
     short_steps = json.loads(capsys.readouterr().out)
     assert short_steps["window"] == 4 and short_steps["bpc"] != long_steps["bpc"]  # four times the updates
+    assert main([*args, "--dynamic-rule", "rms"]) == 2  # a rule without a rate would silently be static
+    assert "need --dynamic-lr" in capsys.readouterr().err
     assert main([*args, "--dynamic-lr", "0.01", "--dynamic-rule", "rms"]) == 2  # no training text for a file
     assert "training text" in capsys.readouterr().err
     main([*args, "--dynamic-lr", "0.01", "--dynamic-rule", "rms", "--train-text", str(tmp_path / "toy.txt")])

@@ -80,9 +80,19 @@ def cmd_evaluate(args) -> int:
     _require(args.gradient_tokens >= 1, "--gradient-tokens must be at least 1")
     _require(args.window >= 0, "--window must not be negative")
     predictor = _load_predictor(args.model)
+    tuned = args.dynamic_rule != "sgd" or args.dynamic_decay or args.train_text
+    _require(args.dynamic_lr > 0 or not tuned, "--dynamic-rule, --dynamic-decay and --train-text need --dynamic-lr")
     metrics = predictor.evaluate(
-        args.data, args.streams, args.context, args.max_tokens, args.window,
-        args.dynamic_lr, args.dynamic_rule, args.dynamic_decay, args.train_text, args.gradient_tokens,
+        args.data,
+        streams=args.streams,
+        context=args.context,
+        max_tokens=args.max_tokens,
+        window=args.window,
+        dynamic_lr=args.dynamic_lr,
+        rule=args.dynamic_rule,
+        decay=args.dynamic_decay,
+        train_text=args.train_text,
+        gradient_tokens=args.gradient_tokens,
     )
     if args.json:
         print(json.dumps(metrics))

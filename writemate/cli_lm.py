@@ -79,9 +79,9 @@ def cmd_evaluate(args) -> int:
     _require(0 <= args.dynamic_decay < 1, "--dynamic-decay must be in [0, 1)")
     _require(args.gradient_tokens >= 1, "--gradient-tokens must be at least 1")
     _require(args.window >= 0, "--window must not be negative")
-    predictor = _load_predictor(args.model)
     tuned = args.dynamic_rule != "sgd" or args.dynamic_decay or args.train_text
     _require(args.dynamic_lr > 0 or not tuned, "--dynamic-rule, --dynamic-decay and --train-text need --dynamic-lr")
+    predictor = _load_predictor(args.model)
     metrics = predictor.evaluate(
         args.data,
         streams=args.streams,

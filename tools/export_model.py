@@ -71,15 +71,16 @@ def styled_failure_rate(writer, recognizer, data: Path) -> float:
     return failed / written
 
 
-def stage(args, family: str) -> Path:
-    """The new bundle, built in a hidden folder beside the destination from one reading of the source:
-    its weights (fp16 with --fp16), config.json and styles.json, and the card (the source's with
-    --card, else the destination's). The gate judges this folder, so what is judged is what ships."""
+def stage(args, config: dict) -> Path:
+    """The new bundle, built in a hidden folder beside the destination from the source's ``config``
+    (already read) and one reading of its weights: weights (fp16 with --fp16), config.json and
+    styles.json, and the card (the source's with --card, else the destination's). The gate judges
+    this folder, so what is judged is what ships."""
     card = (args.source if args.card else args.destination) / CARD
     if args.card and not card.exists():
         raise SystemExit(f"refusing: {card} does not exist")
     styles = args.source / STYLES_FILE
-    if family == "synthesis":
+    if config.get("family") == "synthesis":
         if not styles.exists() or not json.loads(styles.read_text()):
             raise SystemExit(
                 f"refusing: {args.source} has no styles; make them first (tools/make_styles.py auto --model {args.source})"
@@ -89,9 +90,7 @@ def stage(args, family: str) -> Path:
     if args.fp16:
         tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
     checkpoint.save_tensors(staged / checkpoint.WEIGHTS, tensors)
-    config = checkpoint.read_config(args.source)
-    config["metric"] = args.metric  # what the next export is compared by
-    checkpoint.atomic_write_json(staged / checkpoint.CONFIG, config)
+    checkpoint.atomic_write_json(staged / checkpoint.CONFIG, {**config, "metric": args.metric})  # for the next export
     for path in (styles, card):
         if path.exists():
             shutil.copyfile(path, staged / path.name)
@@ -147,7 +146,7 @@ def main() -> None:
     args.metric = args.metric or new.get("metric") or FAMILY_METRICS.get(new.get("family"))
     if args.metric is None:
         raise SystemExit(f"{args.source}: no metric recorded to compare models by; give --metric")
-    staged = stage(args, new.get("family"))
+    staged = stage(args, new)
     try:
         if (args.destination / checkpoint.CONFIG).exists() and not args.force:
             gate(args, new, staged)

@@ -268,7 +268,7 @@ def evaluate_stream(
         trained = [p.detach().clone() for p in params]
     model.eval()
     nats, errors = 0.0, 0
-    with torch.enable_grad() if dynamic else torch.inference_mode():
+    with torch.enable_grad() if dynamic is not None else torch.inference_mode():
         for logits, y, scored in _windows(model, stream, streams, bptt, context, cold=dynamic is not None):
             nll = _window_nll(logits, y, scored)  # (S, W)
             nats += float(nll.detach().sum())
@@ -360,6 +360,8 @@ def train_language_model(
     """
     if init_scale < 0:
         raise ValueError(f"init_scale must be 0 (PyTorch's initialisation) or more, not {init_scale}")
+    if init is not None and init_scale:
+        raise ValueError("a run starts either from a trained model or from init_scale, not both")
     if init is not None and replace(model_config, dropout=0.0) != replace(init.model.config, dropout=0.0):
         raise ValueError("a run started from a trained model keeps its network and vocabulary")
     vocab = init.vocab if init is not None else None
@@ -367,10 +369,10 @@ def train_language_model(
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
     torch.manual_seed(train_config.seed)
     model = LanguageModel(model_config)
-    if init_scale:
-        model.init_uniform(init_scale)
     if init is not None:
         model.load_state_dict(init.model.state_dict())
+    elif init_scale:
+        model.init_uniform(init_scale)
     task = LanguageModelTask(model, corpus.train, corpus.valid, bptt=bptt, max_val_tokens=max_val_tokens)
     config = {"model": model_config.to_dict(), "vocabulary": corpus.vocab.to_dict(), "bptt": bptt}
     if init_scale:

@@ -61,6 +61,22 @@ def test_run_folder_outputs(tmp_path):
     checkpoint.load_weights(model, tmp_path / "run" / "best")
 
 
+def test_keep_evaluated_saves_every_validated_model(tmp_path):
+    trainer = make_trainer(tmp_path / "run")
+    trainer.config.keep_evaluated = True
+    trainer.config.eval_every = 2
+    trainer.fit()
+    kept = sorted((tmp_path / "run" / "evaluated").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    assert [p.name for p in kept] == ["step-2", "step-3", "step-4", "step-6"]  # every 2 steps and each epoch's end
+    for folder in kept:
+        saved = checkpoint.read_config(folder)
+        assert saved["step"] == int(folder.name.split("-")[1]) and "val_nll" in saved["metrics"]
+    last = Synthesis(TINY)
+    checkpoint.load_weights(last, kept[-1])
+    for name, weight in trainer.model.state_dict().items():
+        torch.testing.assert_close(last.state_dict()[name], weight, rtol=0, atol=0, msg=name)
+
+
 def test_refuses_a_checkpoint_of_another_model(tmp_path):
     make_trainer(tmp_path / "run", epochs=1).fit()
     other = make_trainer(tmp_path / "run")

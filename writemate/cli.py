@@ -48,6 +48,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-minutes", type=float, default=0.0, help="stop after this many minutes of training (0: no limit)")
     g.add_argument("--checkpoint-minutes", type=float, default=5.0)
     g.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
+    g.add_argument("--keep-evaluated", action="store_true", help="also save the model of every validation as RUN/evaluated/step-N (best/ keeps only the best by the validation metric)")
     g.add_argument("--lr-decay", type=float, help="multiply the learning rate by this after every epoch (default 1; a resumed run keeps its own unless given)")
     g.add_argument("--decay-after", type=int, help="epochs at the full learning rate before --lr-decay starts (default 0)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")

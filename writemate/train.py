@@ -85,6 +85,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after this much training time (0: no limit)
     checkpoint_minutes: float = 5.0
     eval_every: int = 0  # also validate every N steps (0: once per epoch)
+    keep_evaluated: bool = False  # also save every validated model as evaluated/step-N (to choose by other measures)
     bf16: bool = False  # bfloat16 autocast for forward passes
     lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
     decay_after: int = 0  # epochs at the full rate before lr_decay starts (Zaremba et al. 2014: 4)
@@ -409,18 +410,23 @@ class Trainer:
         value = metrics[self.task.metric]
         if value < self.state.best:
             self.state.best = value
-            checkpoint.save_model(
-                self.run_dir / "best",
-                self.model,
-                self.family,
-                self.model_config,
-                train_config=asdict(self.config),
-                step=self.state.step,
-                train_seconds=round(self.state.train_seconds),
-                metrics=metrics,
-                metric=self.task.metric,  # the one `best` is chosen by, lower is better
-            )
+            self._save_model(self.run_dir / "best", metrics)
+        if self.config.keep_evaluated:
+            self._save_model(self.run_dir / "evaluated" / f"step-{self.state.step}", metrics)
         return metrics
+
+    def _save_model(self, folder: Path, metrics: dict[str, float]) -> None:
+        checkpoint.save_model(
+            folder,
+            self.model,
+            self.family,
+            self.model_config,
+            train_config=asdict(self.config),
+            step=self.state.step,
+            train_seconds=round(self.state.train_seconds),
+            metrics=metrics,
+            metric=self.task.metric,  # the one `best` is chosen by, lower is better
+        )
 
     def fit(self, progress: Callable[[dict], None] | None = None) -> TrainState:
         """Train until ``epochs`` or ``max_minutes``; resumes from ``run_dir`` if a checkpoint is there."""

@@ -249,12 +249,14 @@ def test_sampling_is_seeded_and_ends():
 
 def steered(window_speed: float) -> Synthesis:
     """A tiny model whose window moves ``exp(window_speed) / kappa_scale`` characters per point
-    and whose pen lifts after almost every point (the end-of-stroke logit is +20)."""
+    and whose pen lifts after almost every point (the end-of-stroke logit is +20). Its window is
+    sharp (beta 4, eq. 48), as trained windows are: phi one character past kappa is e^-4 of phi at kappa."""
     torch.manual_seed(0)
     model = Synthesis(TINY)
     k = TINY.window_mixtures
     with torch.no_grad():
         model.window.weight.zero_()
+        model.window.bias[k : 2 * k].fill_(math.log(4.0))  # beta_hat
         model.window.bias[2 * k :].fill_(window_speed)  # kappa_hat, eq. 49
         model.output.weight[0].zero_()
         model.output.bias[0] = 20.0

@@ -66,6 +66,26 @@ def test_synthesis_export_compares_styled_lines_and_brings_the_styles(tmp_path, 
     assert loading.load(bundled).write("ab", style=1, check=False).lines
 
 
+@needs_recognizer
+def test_legibility_only_skips_the_nll_but_not_the_reading(tmp_path, monkeypatch, capsys):
+    data = iam_with_validation(tmp_path)
+    bundled = make_tiny_writer_folder(tmp_path / "bundled", seed=0)
+    candidate = make_tiny_writer_folder(tmp_path / "candidate", seed=1)
+    for folder, nll in [(bundled, -10.0), (candidate, -5.0)]:  # the candidate's NLL is worse
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"metrics": {"val_nll": nll}, "metric": "val_nll"}))
+    before = (bundled / "model.safetensors").read_bytes()
+    monkeypatch.setattr(api, "sample", functools.partial(api.sample, steps_per_char=3))
+
+    with pytest.raises(SystemExit, match="val_nll -5.0 is not better than the bundled -10.0"):
+        run_tool(monkeypatch, candidate, bundled, "--data", data)
+    assert (bundled / "model.safetensors").read_bytes() == before
+    run_tool(monkeypatch, candidate, bundled, "--data", data, "--legibility-only")
+    out = capsys.readouterr().out
+    assert "val_nll: bundled -10.0, new -5.0 (not compared" in out and "failure rate in its own styles" in out
+    assert (bundled / "model.safetensors").read_bytes() != before
+
+
 def test_averaged_weights_are_the_mean_and_keep_the_network(tmp_path, monkeypatch, capsys):
     from writemate import checkpoint
 
@@ -122,8 +142,11 @@ def test_auto_styles_are_saved_in_the_model_folder_never_the_bundled_one(tmp_pat
     make_styles = load_tool("make_styles")
     monkeypatch.setattr(make_styles, "sample", functools.partial(make_styles.sample, steps_per_char=3))
     monkeypatch.setattr(sys, "argv", ["make_styles.py", "auto", "--model", str(folder), "--count", "6", "--keep", "3",
-                                      "--text", "abc", "-o", str(tmp_path / "chosen.png")])  # fmt: skip
+                                      "--text", "abc", "--max-cer", "1.0", "-o", str(tmp_path / "chosen.png")])  # fmt: skip
     make_styles.main()
+    printed = capsys.readouterr().out
+    primed = [float(part.split()[0]) for part in printed.split("primed CER ")[1:]]
+    assert len(primed) == 3 and all(0 <= c < float("inf") for c in primed)  # each was primed, written and read
     styles = json.loads((folder / "styles.json").read_text())
     assert len(styles) == 3 and len({s["seed"] for s in styles}) == 3 and (tmp_path / "chosen.png").exists()
     assert loading.load(folder).write("ab", style=2, check=False).lines  # usable as primes

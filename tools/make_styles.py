@@ -13,11 +13,15 @@ or let the bundled recognizer and a spread of simple measures pick them:
     python tools/make_styles.py auto --model RUN/best --count 40 --keep 8 -o chosen.png
 
 `auto` keeps the candidates the recognizer reads best (character error rate
-at most --max-cer, or the best ones if too few are), then picks --keep of
-them that differ most in size, width, slant and pace (greedy farthest-point
-choice on standardised measures, starting from the best-read line), and
-draws the chosen lines. `save` and `auto` write styles.json into the model
-folder.
+at most --max-cer, or the best ones if too few are). A line that reads well
+can still be a poor prime (the network, primed with it, may write other text
+badly), so `auto` also primes the network with each candidate, writes
+PROBE_TEXTS at the styles' bias and reads them back: a candidate whose probe
+lines read at a mean CER above --max-primed-cer is dropped. From those left
+it picks --keep that differ most in size, width, slant and pace (greedy
+farthest-point choice on standardised measures, starting from the line with
+the lowest sum of both CERs), and draws the chosen lines. `save` and `auto`
+write styles.json into the model folder.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ import numpy as np
 import writemate
 from writemate import checkpoint, ink, metrics, render
 from writemate.api import STYLES_FILE
-from writemate.models.synthesis import sample
+from writemate.models.synthesis import Prime, sample
 
 PRIME_TEXT = "a quick brown fox jumps over the lazy dog"
+STYLE_BIAS = 0.75  # the bias a style writes at unless the user gives one
+# Written in each candidate's hand to see how well it primes: other words than the prime's
+# (capitals, digits, punctuation), none of them from the docs' sample sentences.
+PROBE_TEXTS = ["Send the letter before Monday.", "Nothing was left in 1984, she said.", "We had a lovely time by the sea"]
 
 
 def candidates(writer, count: int, bias: float, text: str) -> list[np.ndarray]:
@@ -67,19 +75,36 @@ def spread_choice(features: np.ndarray, keep: int) -> list[int]:
     return chosen
 
 
-def auto_seeds(writer, recognizer, lines: list[np.ndarray], text: str, keep: int, max_cer: float) -> list[dict]:
-    """The seeds (indices of ``lines``) chosen as styles, with their CER and measures, best-read first."""
-    strokes = [strokes_of(writer, o) for o in lines]
-    readings = recognizer.read_lines(strokes, 0)
-    cers = np.array([metrics.line_cer(text, r.text) for r in readings])
-    order = np.argsort(cers, kind="stable")
-    legible = [int(i) for i in order if cers[i] <= max_cer]
+def read_cers(writer, recognizer, lines: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each line's character error rate against its text as ``recognizer`` reads it, and the readings."""
+    readings = [r.text for r in recognizer.read_lines([strokes_of(writer, o) for o in lines], 0)]
+    return np.array([metrics.line_cer(t, r) for t, r in zip(texts, readings)]), readings
+
+
+def primed_cer(writer, recognizer, offsets: np.ndarray, text: str) -> float:
+    """The mean CER of PROBE_TEXTS written by the network primed with ``offsets`` (its line of ``text``)."""
+    written = sample(writer.model, PROBE_TEXTS, bias=STYLE_BIAS, seed=0, prime=Prime(offsets, text))
+    return float(read_cers(writer, recognizer, written, PROBE_TEXTS)[0].mean())
+
+
+def auto_seeds(
+    writer, recognizer, lines: list[np.ndarray], text: str, keep: int, max_cer: float, max_primed_cer: float
+) -> list[dict]:
+    """The seeds (indices of ``lines``) chosen as styles, with their CERs and measures, best first."""
+    cers, readings = read_cers(writer, recognizer, lines, [text] * len(lines))
+    primed = np.full(len(lines), np.inf)
+    for i in np.flatnonzero(cers <= max_cer):
+        primed[i] = primed_cer(writer, recognizer, lines[i], text)
+    order = np.argsort(cers + primed, kind="stable")  # unchecked (inf) last, by their own CER
+    legible = [int(i) for i in order if primed[i] <= max_primed_cer]
     pool = legible if len(legible) >= keep else [int(i) for i in order[: max(keep, len(legible))]]
-    features = np.array([measures(strokes[i], lines[i], text) for i in pool])
+    features = np.array([measures(strokes_of(writer, lines[i]), lines[i], text) for i in pool])
     return [
-        {"seed": pool[j], "cer": float(cers[pool[j]]), "read": readings[pool[j]].text, "measures": features[j].round(3).tolist()}
+        {"seed": i, "cer": float(cers[i]), "primed_cer": float(primed[i]), "read": readings[i],
+         "measures": features[j].round(3).tolist()}
         for j in spread_choice(features, keep)
-    ]
+        for i in [pool[j]]
+    ]  # fmt: skip
 
 
 def save_styles(folder: Path, lines: dict[int, np.ndarray], names: list[str], text: str) -> Path:
@@ -87,7 +112,7 @@ def save_styles(folder: Path, lines: dict[int, np.ndarray], names: list[str], te
     styles = []
     for i, (seed, offsets) in enumerate(lines.items()):
         name = names[i] if i < len(names) else f"hand {i}"
-        styles.append({"id": i, "name": name, "text": text, "bias": 0.75, "seed": seed,
+        styles.append({"id": i, "name": name, "text": text, "bias": STYLE_BIAS, "seed": seed,
                        "offsets": np.round(offsets, 4).tolist()})
     checkpoint.atomic_write_bytes(folder / STYLES_FILE, json.dumps(styles).encode())  # compact: long offset lists
     return folder / STYLES_FILE
@@ -111,6 +136,9 @@ def main() -> None:
     parser.add_argument("--names", nargs="*", default=[])
     parser.add_argument("--keep", type=int, default=8, help="auto: how many styles")
     parser.add_argument("--max-cer", type=float, default=0.05, help="auto: legible enough to be a style")
+    parser.add_argument(
+        "--max-primed-cer", type=float, default=0.1, help="auto: how legibly the network must write other text in the style"
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("style-candidates.png"))
     args = parser.parse_args()
     writer = writemate.load(args.model)
@@ -126,9 +154,13 @@ def main() -> None:
         raise SystemExit("give the seeds to keep: --seeds N [N ...]")
     if args.action == "auto":
         lines = candidates(writer, args.count, args.bias, args.text)
-        chosen = auto_seeds(writer, writemate.load("recognizer"), lines, args.text, args.keep, args.max_cer)
+        recognizer = writemate.load("recognizer")
+        chosen = auto_seeds(writer, recognizer, lines, args.text, args.keep, args.max_cer, args.max_primed_cer)
         for c in chosen:
-            print(f"seed {c['seed']:3d}  CER {c['cer']:.3f}  read {c['read']!r}  size/width/slant/pace {c['measures']}")
+            print(
+                f"seed {c['seed']:3d}  CER {c['cer']:.3f}  primed CER {c['primed_cer']:.3f}  read {c['read']!r}"
+                f"  size/width/slant/pace {c['measures']}"
+            )
         kept = {c["seed"]: lines[c["seed"]] for c in chosen}  # seed n is candidate n: nothing to sample again
         contact_sheet(writer, list(kept.values()), args.output)
         print(f"wrote {args.output}: the chosen lines in style order")

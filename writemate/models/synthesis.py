@@ -462,9 +462,10 @@ class Affine:
 
 # The paper ends a line once phi past the text exceeds phi at every character (ratio 1). After a
 # final "." the window then often still sits on the dot at the pen lift, and the network writes a
-# second dot or a stray mark before it moves on. At half, lines end at the first dot: of 64 lines
-# ending in ".", the recognizer read 18 % without a final "." instead of 38 %, CER 10.8 % for 11.1 %.
-END_RATIO = 0.5
+# second dot or a stray mark before it moves on. At 0.35, of 128 sampled lines ending in "." (bias
+# 0.75, 8 styles) 4 % had ink after the dot against 16 % at 0.5 (and more at 1), with as many dots
+# missing (7 %); lines ending in a letter read the same (docs/synthesis.md, "Where a line ends").
+END_RATIO = 0.35
 STEPS_PER_CHAR = 40  # the step cap per character; the data average about 22 points per character
 ENDING_CHECK_LINES = 64  # validation texts sampled at each validation during training
 

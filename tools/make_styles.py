@@ -95,16 +95,16 @@ def auto_seeds(
     primed = np.full(len(lines), np.inf)
     for i in np.flatnonzero(cers <= max_cer):
         primed[i] = primed_cer(writer, recognizer, lines[i], text)
-    order = np.argsort(cers + primed, kind="stable")  # unchecked (inf) last, by their own CER
+    order = np.lexsort((cers, cers + primed))  # by the sum; those not primed (inf) last, by their own CER
     legible = [int(i) for i in order if primed[i] <= max_primed_cer]
     pool = legible if len(legible) >= keep else [int(i) for i in order[: max(keep, len(legible))]]
     features = np.array([measures(strokes_of(writer, lines[i]), lines[i], text) for i in pool])
-    return [
-        {"seed": i, "cer": float(cers[i]), "primed_cer": float(primed[i]), "read": readings[i],
-         "measures": features[j].round(3).tolist()}
-        for j in spread_choice(features, keep)
-        for i in [pool[j]]
-    ]  # fmt: skip
+    chosen = []
+    for j in spread_choice(features, keep):
+        i = pool[j]
+        chosen.append({"seed": i, "cer": float(cers[i]), "primed_cer": float(primed[i]), "read": readings[i],
+                       "measures": features[j].round(3).tolist()})  # fmt: skip
+    return chosen
 
 
 def save_styles(folder: Path, lines: dict[int, np.ndarray], names: list[str], text: str) -> Path:

@@ -117,8 +117,6 @@ def gate(args, new: dict, staged: Path) -> None:
     old = json.loads((args.destination / checkpoint.CONFIG).read_text())
     old_value, new_value = old.get("metrics", {}).get(args.metric), new.get("metrics", {}).get(args.metric)
     if args.legibility_only:
-        if new.get("family") != "synthesis":
-            raise SystemExit("refusing: --legibility-only compares synthesis models only")
         print(f"{args.metric}: bundled {old_value}, new {new_value} (not compared: --legibility-only)")
     elif old_value is not None and (new_value is None or new_value >= old_value):
         raise SystemExit(f"refusing: {args.metric} {new_value} is not better than the bundled {old_value}")
@@ -160,6 +158,8 @@ def main() -> None:
     args.metric = args.metric or new.get("metric") or FAMILY_METRICS.get(new.get("family"))
     if args.metric is None:
         raise SystemExit(f"{args.source}: no metric recorded to compare models by; give --metric")
+    if args.legibility_only and new.get("family") != "synthesis":
+        raise SystemExit("refusing: --legibility-only compares synthesis models only")
     staged = stage(args, new)
     try:
         if (args.destination / checkpoint.CONFIG).exists() and not args.force:

@@ -75,30 +75,31 @@ def spread_choice(features: np.ndarray, keep: int) -> list[int]:
     return chosen
 
 
-def read_cers(writer, recognizer, lines: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, list[str]]:
+def read_cers(recognizer, strokes: list[list[np.ndarray]], texts: list[str]) -> tuple[np.ndarray, list[str]]:
     """Each line's character error rate against its text as ``recognizer`` reads it, and the readings."""
-    readings = [r.text for r in recognizer.read_lines([strokes_of(writer, o) for o in lines], 0)]
+    readings = [r.text for r in recognizer.read_lines(strokes, 0)]
     return np.array([metrics.line_cer(t, r) for t, r in zip(texts, readings)]), readings
 
 
 def primed_cer(writer, recognizer, offsets: np.ndarray, text: str) -> float:
     """The mean CER of PROBE_TEXTS written by the network primed with ``offsets`` (its line of ``text``)."""
     written = sample(writer.model, PROBE_TEXTS, bias=STYLE_BIAS, seed=0, prime=Prime(offsets, text))
-    return float(read_cers(writer, recognizer, written, PROBE_TEXTS)[0].mean())
+    return float(read_cers(recognizer, [strokes_of(writer, o) for o in written], PROBE_TEXTS)[0].mean())
 
 
 def auto_seeds(
     writer, recognizer, lines: list[np.ndarray], text: str, keep: int, max_cer: float, max_primed_cer: float
 ) -> list[dict]:
     """The seeds (indices of ``lines``) chosen as styles, with their CERs and measures, best first."""
-    cers, readings = read_cers(writer, recognizer, lines, [text] * len(lines))
+    strokes = [strokes_of(writer, o) for o in lines]
+    cers, readings = read_cers(recognizer, strokes, [text] * len(lines))
     primed = np.full(len(lines), np.inf)
     for i in np.flatnonzero(cers <= max_cer):
         primed[i] = primed_cer(writer, recognizer, lines[i], text)
     order = np.lexsort((cers, cers + primed))  # by the sum; those not primed (inf) last, by their own CER
     legible = [int(i) for i in order if primed[i] <= max_primed_cer]
     pool = legible if len(legible) >= keep else [int(i) for i in order[: max(keep, len(legible))]]
-    features = np.array([measures(strokes_of(writer, lines[i]), lines[i], text) for i in pool])
+    features = np.array([measures(strokes[i], lines[i], text) for i in pool])
     chosen = []
     for j in spread_choice(features, keep):
         i = pool[j]

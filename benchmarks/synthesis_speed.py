@@ -121,12 +121,14 @@ def sampling_seconds(model_name: str, repeats: int, check: bool) -> dict:
 
 def step_ms(model_name: str, rows: list[int], steps: int = 200) -> dict:
     """Mean milliseconds of one sampling step (``Stepper.step`` and drawing the point)
-    for each number of rows, with products in float32 and, where the CPU has it, bfloat16."""
+    for each number of rows, with products in float32 and, where the CPU has it, bfloat16
+    (fewer than ``BF16_MIN_ROWS`` rows padded to it). ``chosen`` is what sampling uses
+    for 1 to 3 rows on this machine (``pad_small_rows``)."""
     import writemate
     from writemate import alphabet
     from writemate.data import batching
     from writemate.models import mdn
-    from writemate.models.synthesis import Affine, Stepper
+    from writemate.models.synthesis import Affine, Stepper, pad_small_rows
 
     model = writemate.load(model_name).model
     precisions = {"float32": False, "bfloat16": True} if Affine.bf16 else {"float32": False}
@@ -138,6 +140,7 @@ def step_ms(model_name: str, rows: list[int], steps: int = 200) -> dict:
             Affine.bf16 = bf16
             with torch.inference_mode():
                 stepper = Stepper(model, text, mask, model.initial_state(n))
+                stepper._pad_small(bf16)
                 x, rng = np.zeros((n, 3), np.float32), np.random.default_rng(0)
                 for i in range(steps + 20):  # the first 20 warm up
                     if i == 20:
@@ -146,6 +149,8 @@ def step_ms(model_name: str, rows: list[int], steps: int = 200) -> dict:
                     x = mdn.sample(y, 0.75, rng)
             result[n][name] = round((time.perf_counter() - start) / steps * 1000, 2)
         Affine.bf16 = "bfloat16" in precisions
+    text, mask = batching.pad([np.asarray(alphabet.encode("chosen"))], dtype=torch.long)
+    result["chosen"] = "bfloat16" if pad_small_rows(Stepper(model, text, mask, model.initial_state(1))) else "float32"
     return result
 
 

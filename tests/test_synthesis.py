@@ -11,8 +11,10 @@ from writemate import alphabet
 from writemate.models import mdn
 from writemate.models.synthesis import (
     BF16_MIN_ROWS,
+    MAX_REWINDS,
     WINDOW_CUTOFF,
     Affine,
+    Bookmarks,
     Prime,
     Stepper,
     Synthesis,
@@ -305,7 +307,7 @@ def test_a_line_stopped_by_the_cap_is_written_again():
         first = rows[0]
         assert len(rows) == (1 if twice.ended[first] else 2)  # a second line only in place of a capped one
         if len(rows) == 2:
-            assert twice.starts[rows[1]] == twice.starts[first] + len(twice.lines[first]) - 1  # at once
+            assert twice.starts[rows[1]] == twice.stops[first]  # at once
     kept = sample(model, texts, bias=0.5, seed=1, steps_per_char=10, retries=1)
     for i, line in enumerate(kept):
         rows = np.flatnonzero(twice.texts == i)
@@ -349,6 +351,63 @@ def test_stepper_rows_left_go_on_as_in_the_whole_batch():
             np.testing.assert_allclose(phi_part, phi_whole[rows], rtol=1e-5, atol=1e-6)
 
 
+def test_stepper_rows_go_back_to_a_saved_state():
+    """A row restored to a saved state goes on as it did from there; the other rows are untouched."""
+    model, x, text, text_mask = tiny_model_and_batch()
+    model.eval()
+    with torch.no_grad():
+        stepper = Stepper(model, text, text_mask, model.initial_state(3))
+        for t in range(5):
+            stepper.step(x[:, t].numpy())
+        saved = stepper.save(np.array([1]))
+        first = [stepper.step(x[:, t].numpy()) for t in range(5, 10)]
+        stepper.restore(np.array([1]), saved)
+        for t in range(5, 10):
+            inputs = x[:, t + 5].numpy().copy()
+            inputs[1] = x[1, t].numpy()
+            y, phi = stepper.step(inputs)
+            np.testing.assert_array_equal(y[1], first[t - 5][0][1])
+            np.testing.assert_array_equal(phi[1], first[t - 5][1][1])
+
+
+def test_bookmarks_go_back_to_the_last_mark_at_or_before_a_position():
+    marks = Bookmarks()
+    state = [np.zeros((3, 2))]
+    dwell = np.zeros((2, 6), dtype=np.int32)
+    marks.add(np.array([1, 1, 1]), np.array([0, 2, 4]), np.array([1, 9, 30]), state, dwell, np.zeros(2, bool))
+    assert marks.back(1, 3).age == 9
+    assert [m.position for m in marks.marks[1]] == [0, 2]  # the mark past it is dropped
+    assert marks.back(1, -1).age == 1  # before every mark: the first
+    marks.drop([1])
+    assert not marks.marks
+
+
+def test_a_stalled_line_goes_back_and_writes_again():
+    stalled = steered(-30.0)  # the window never leaves the first character
+    s = sample_batch(stalled, ["hello"], np.ones(1), seed=0, stall_points=10)
+    assert s.rewinds.tolist() == [MAX_REWINDS] and not s.ended.any()
+    assert len(s.lines[0]) - 1 == step_cap(5)  # after its last rewind it ran to the cap
+    # each rewind went back from point 12 (11 points without a new position) to point 1, where the
+    # window first peaked on the first character
+    assert s.stops[0] == step_cap(5) + MAX_REWINDS * 11
+    moving = steered(math.log(TINY.kappa_scale / 3))  # 3 points a character: never stalls
+    s = sample_batch(moving, ["hello", "a line"], np.ones(2), seed=0, stall_points=10)
+    assert s.ended.all() and not s.rewinds.any()
+
+
+def test_rewound_lines_keep_their_ink_before_the_mark_and_the_step_cap():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)  # untrained: its window wanders and often stalls
+    texts = ["hello", "a line", "Quiz 42 is late"]
+    off = sample_batch(model, texts, np.full(3, 0.5), seed=2, stall_points=None)
+    on = sample_batch(model, texts, np.full(3, 0.5), seed=2, stall_points=15)
+    assert on.rewinds.any() and not off.rewinds.any()
+    for s in (off, on):
+        lengths = np.array([len(line) - 1 for line in s.lines])
+        assert (lengths <= step_cap(np.array([len(t) for t in texts]))[s.texts]).all()
+        assert ((s.stops - s.starts == lengths) == (s.rewinds == 0)).all()  # rewinds took steps, not points
+
+
 def judge_even(texts, lines):
     """A stand-in judge with a verdict as good as random: right when the thousandths of the line's width are even."""
     return np.array([int(1000 * abs(line[:, 0].sum())) % 2 for line in lines], dtype=float)
@@ -362,7 +421,7 @@ def test_candidates_stop_once_one_is_accepted_and_failed_ones_are_replaced():
     judged = np.isfinite(s.errors)
     np.testing.assert_array_equal(s.accepted, judged & s.ended & (s.errors == 0))
     assert s.accepted.any() and not judged.all()
-    stops = s.starts + np.array([len(line) for line in s.lines]) - 1  # the step of each row's last point
+    stops = s.stops  # the step of each row's last point
     for i in range(3):
         rows = np.flatnonzero(s.texts == i)
         assert len(rows) <= 6

@@ -14,7 +14,9 @@ use PyTorch's fused LSTM.
 from __future__ import annotations
 
 import copy
+import math
 import re
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -383,6 +385,7 @@ class Stepper:
         self.positions = np.arange(text.shape[1] + 1, dtype=np.float32)  # (U + 1,) the last one past the text
         self.h, self.c, self.kappa, self.w = (t.numpy() for t in (state.h, state.c, state.kappa, state.w))
         self.upper_hc = [(h[0].numpy(), c[0].numpy()) for h, c in state.upper]
+        self._pad_small(pad_small_rows(self))
 
     def step(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (B, 3) the last point -> mixture outputs (B, 1 + 6M) and phi (B, U + 1)."""
@@ -409,11 +412,30 @@ class Stepper:
         taken.keep(rows)
         return taken
 
+    def affines(self) -> list[Affine]:
+        return [self.l1, self.window, *self.upper, self.output]
+
+    def _pad_small(self, pad: bool) -> None:
+        for affine in self.affines():
+            affine.pad_small = pad
+
+    def save(self, rows: np.ndarray) -> list[np.ndarray]:
+        """A copy of the state of these rows, to :meth:`restore` later."""
+        return [a[rows] for a in self._state()]
+
+    def restore(self, rows: np.ndarray, saved: list[np.ndarray]) -> None:
+        """Put back into these rows a state from :meth:`save` (of the same text)."""
+        for a, s in zip(self._state(), saved):
+            a[rows] = s
+
+    def _state(self) -> list[np.ndarray]:
+        return [self.h, self.c, self.kappa, self.w, *(a for hc in self.upper_hc for a in hc)]
+
     def _row_arrays(self) -> list[np.ndarray]:
-        return [self.h, self.c, self.kappa, self.w, self.onehot, *(a for hc in self.upper_hc for a in hc)]
+        return [self.onehot, *self._state()]
 
     def _set_rows(self, arrays: list[np.ndarray]) -> None:
-        self.h, self.c, self.kappa, self.w, self.onehot, *upper = arrays
+        self.onehot, self.h, self.c, self.kappa, self.w, *upper = arrays
         self.upper_hc = list(zip(upper[::2], upper[1::2]))
 
     def _window_step(self) -> np.ndarray:
@@ -431,6 +453,44 @@ class Stepper:
 
 # From this many rows on, sampling's matrix products run in bfloat16 where the CPU has it.
 BF16_MIN_ROWS = 4
+# Networks with fewer weights keep products of fewer rows in float32 (and match forward to 1e-5).
+TIMED_MIN_WEIGHTS = 1_000_000
+_PAD_SMALL: dict[tuple, bool] = {}  # per network shape, on this machine: see pad_small_rows
+
+
+def pad_small_rows(stepper: Stepper) -> bool:
+    """Whether ``stepper``'s products of 1 to 3 rows should run in bfloat16, padded to
+    ``BF16_MIN_ROWS`` rows, because whole steps run faster so on this machine.
+
+    Which is faster depends on the CPU, and only whole steps show it: a
+    product timed alone keeps its weights in cache, while in a step each layer
+    reads its weights afresh (15 MB in float32 for the paper-size network, half in
+    bfloat16). On a 2-core AMD EPYC (AVX512-BF16) a step of 2 rows took 1.0 to
+    4.3 ms in float32 and 0.9 ms padded; on a 2-core Xeon (AMX) 1.0 ms in float32
+    and 1.5 to 1.9 ms padded. So the first Stepper of each network shape times
+    both, and the choice is kept for the process.
+    """
+    if not Affine.bf16 or sum(a.weight.numel() for a in stepper.affines()) < TIMED_MIN_WEIGHTS:
+        return False
+    key = tuple(tuple(a.weight.shape) for a in stepper.affines())
+    if key not in _PAD_SMALL:
+        _PAD_SMALL[key] = _padding_is_faster(stepper)
+    return _PAD_SMALL[key]
+
+
+def _padding_is_faster(stepper: Stepper, rows: int = 2, steps: int = 20, rounds: int = 2) -> bool:
+    """Time ``steps`` steps of ``rows`` rows both ways, ``rounds`` times each, alternating; the best of each."""
+    trial = stepper.take(np.zeros(rows, dtype=np.int64))  # shares the Affines; the caller sets their choice after
+    x = np.zeros((rows, 3), dtype=np.float32)
+    best = {False: math.inf, True: math.inf}
+    for _ in range(rounds):
+        for pad in best:
+            trial._pad_small(pad)
+            start = time.perf_counter()
+            for _ in range(steps):
+                trial.step(x)
+            best[pad] = min(best[pad], time.perf_counter() - start)
+    return best[True] < best[False]
 
 
 class Affine:
@@ -452,11 +512,15 @@ class Affine:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         self.weight, self.bias = weight.detach().float().contiguous(), bias.detach().float()
         self.weight16, self.bias16 = self.weight.to(torch.bfloat16), self.bias.to(torch.bfloat16)
+        self.pad_small = False  # run fewer than BF16_MIN_ROWS rows in bfloat16 too, padded (pad_small_rows)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        rows = x.shape[0]
         x = torch.from_numpy(x)
-        if self.bf16 and x.shape[0] >= BF16_MIN_ROWS:
-            return nn.functional.linear(x.to(torch.bfloat16), self.weight16, self.bias16).float().numpy()
+        if self.bf16 and (rows >= BF16_MIN_ROWS or self.pad_small):
+            if rows < BF16_MIN_ROWS:  # fewer rows run much slower in bfloat16 than padded ones
+                x = nn.functional.pad(x, (0, 0, 0, BF16_MIN_ROWS - rows))
+            return nn.functional.linear(x.to(torch.bfloat16), self.weight16, self.bias16)[:rows].float().numpy()
         return nn.functional.linear(x, self.weight, self.bias).numpy()
 
 
@@ -500,18 +564,64 @@ def lines_ended(model: Synthesis, texts: list[str], bias: float, seed: int = 0, 
     after the text or stalls. One that skips a word lost it the other way: the
     window jumped ahead. Lines are sampled ``batch`` at a time, with seeds
     ``seed``, ``seed + batch``, ... as :meth:`Writer.write` does, but never
-    retried: this measures the model, not what users get.
+    retried nor taken back after a stall: this measures the model, not what users get.
     """
     ended = []
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        ended.append(sample_batch(model, chunk, np.full(len(chunk), bias), seed + start).complete)
+        ended.append(sample_batch(model, chunk, np.full(len(chunk), bias), seed + start, stall_points=None).complete)
     return np.concatenate(ended) if ended else np.zeros(0, dtype=bool)
 
 
 # Judges finished lines for sampling: (their texts, their normalised offsets (T_i, 3)) -> an
 # error per line (N,), 0 for perfect; for example a recognizer's character error rate.
 Judge = Callable[[list[str], list[np.ndarray]], np.ndarray]
+
+
+# A row stalls when its window's peak has reached no new position of the text for this many points:
+# the network goes on writing (scribble, or the same letters again) while the window stays. It
+# then goes back to where the peak first reached a position REWIND_CHARS before the furthest one,
+# and writes from there again with fresh random draws, at most MAX_REWINDS times. Sampled lines
+# that ended by the rule had at most 73 points per position in 38 of 46, while all 26 that ran
+# to the step cap had 300 or more on one position (docs/synthesis.md, "Stalls").
+STALL_POINTS = 120
+REWIND_CHARS = 2
+MAX_REWINDS = 3
+
+
+@dataclass
+class Mark:
+    """A row's state when its window's peak first reached ``position``, ``age`` points into its line."""
+
+    position: int
+    age: int
+    state: list[np.ndarray]  # Stepper.save of the row
+    dwell: np.ndarray  # (U + 1,)
+    past_end: bool
+
+
+class Bookmarks:
+    """Each row's :class:`Mark` at every new position its window reaches, so a stalled row can go back."""
+
+    def __init__(self):
+        self.marks: dict[int, list[Mark]] = {}
+
+    def add(self, rows: np.ndarray, positions: np.ndarray, ages: np.ndarray, saved: list[np.ndarray], dwell, past_end) -> None:
+        """Marks for batch rows ``rows`` (R,); ``saved`` their Stepper state, one array per part (R, ...)."""
+        for j, r in enumerate(rows):
+            mark = Mark(int(positions[j]), int(ages[j]), [a[j] for a in saved], dwell[r].copy(), bool(past_end[r]))
+            self.marks.setdefault(int(r), []).append(mark)
+
+    def back(self, row: int, position: int) -> Mark:
+        """The row's latest mark at or before ``position`` (else its first); later marks are dropped."""
+        marks = self.marks[row]
+        k = max([i for i, m in enumerate(marks) if m.position <= position], default=0)
+        del marks[k + 1 :]
+        return marks[k]
+
+    def drop(self, rows) -> None:
+        for r in rows:
+            self.marks.pop(int(r), None)
 
 
 @dataclass
@@ -525,6 +635,8 @@ class Samples:
     skipped: np.ndarray  # (R,) bool: it ended by the rule, but the window jumped over a word (skips_a_word)
     errors: np.ndarray  # (R,) the judge's error (0 without a judge); inf for rows stopped unfinished
     accepted: np.ndarray  # (R,) bool: ended by the rule, skipped no word, error at most max_error
+    rewinds: np.ndarray  # (R,) times the row went back after its window stalled (STALL_POINTS)
+    stops: np.ndarray  # (R,) the step of the batch at the row's last point
     phis: list[np.ndarray] | None = None  # window weights (T_r, U_i), if asked for
 
     @property
@@ -545,6 +657,7 @@ def sample(
     candidates: int = 1,
     judge: Judge | None = None,
     max_error: float = 0.0,
+    stall_points: int | None = STALL_POINTS,
 ):
     """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
     the first row where the pen starts (and, with ``return_phi``, each line's window weights).
@@ -559,7 +672,7 @@ def sample(
     """
     biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
     batch = sample_batch(
-        model, texts, biases, seed, prime, steps_per_char, return_phi, candidates, candidates * (1 + retries), judge, max_error
+        model, texts, biases, seed, prime, steps_per_char, return_phi, candidates, candidates * (1 + retries), judge, max_error, stall_points
     )
     lines: list = [None] * len(texts)
     phis: list = [None] * len(texts)
@@ -592,13 +705,16 @@ def sample_batch(
     attempts: int = 1,
     judge: Judge | None = None,
     max_error: float = 0.0,
+    stall_points: int | None = STALL_POINTS,
 ) -> Samples:
     """Write every text of ``texts`` as one batch, ``biases`` (N,) one per text.
 
     A line ends when the window has moved past its last character (Graves
     2013 section 5: phi at position U+1 exceeds phi at every character; here
     ``END_RATIO`` times phi at every character) and the pen has lifted, or
-    after ``steps_per_char`` points per character.
+    after ``steps_per_char`` points per character. A row whose window stalls
+    for ``stall_points`` points goes back a few characters and writes them
+    again (see ``STALL_POINTS``; None never does).
     With ``prime``, the network first reads the primed line with its text
     (teacher forcing), then writes ``texts`` in the same hand.
 
@@ -644,6 +760,12 @@ def sample_batch(
     dwell = np.zeros((most, text.shape[1] + 1), dtype=np.int32)  # points written with the window's peak at each position
     errors = np.full(most, np.inf)
     accepted = np.zeros(most, dtype=bool)
+    ages = np.zeros(most, dtype=np.int64)  # points in each row's line so far; a rewind takes it back
+    reached = np.full(most, -1)  # the furthest position the window's peak has reached
+    since = np.zeros(most, dtype=np.int64)  # points since it reached a new one
+    rewinds = np.zeros(most, dtype=np.int64)
+    stops = np.zeros(most, dtype=np.int64)
+    bookmarks = Bookmarks()
     started = np.zeros(n, dtype=np.int64)  # rows started per text
     text_done = np.zeros(n, dtype=bool)  # a row of the text was accepted
     steps = 0
@@ -665,17 +787,36 @@ def sample_batch(
         y, phi = stepper.step(x)  # (A, 1 + 6M), (A, U + 1) for the A active rows
         x = mdn.sample(y, biases[texts_now], rng)  # (A, 3)
         steps += 1
-        age = steps - row_start[active]  # points each active row has written
+        ages[active] += 1
+        age = ages[active]  # points each active row has written
         written[active, age] = x
         if return_phi:
             window[active, age - 1] = phi
-        dwell[active, phi.argmax(axis=1)] += 1
+        peak = phi.argmax(axis=1)
+        dwell[active, peak] += 1
         past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > END_RATIO * (phi * characters[texts_now]).max(axis=1)
+        if stall_points:
+            new = peak > reached[active]
+            reached[active] = np.maximum(reached[active], peak)
+            since[active] = np.where(new, 0, since[active] + 1)
+            if new.any():
+                bookmarks.add(active[new], peak[new], age[new], stepper.save(new), dwell, past_end)
+            for i in np.flatnonzero((since[active] > stall_points) & (rewinds[active] < MAX_REWINDS)):
+                r = active[i]
+                mark = bookmarks.back(r, reached[r] - REWIND_CHARS)
+                stepper.restore(np.array([i]), [a[None] for a in mark.state])
+                x[i] = written[r, mark.age]
+                ages[r], reached[r], dwell[r], past_end[r] = mark.age, mark.position, mark.dwell, mark.past_end
+                since[r] = 0
+                rewinds[r] += 1
+            age = ages[active]
         by_rule = past_end[active] & (x[:, 2] > 0.5)
         done = by_rule | (age >= cap[texts_now])
         if not done.any():
             continue
         finished = active[done]
+        stops[finished] = steps
+        bookmarks.drop(finished)
         lengths[finished], ended[finished] = age[done], by_rule[done]
         skipped[finished] = [ended[r] and skips_a_word(spans[row_text[r]], dwell[r]) for r in finished]
         if judge is None:
@@ -688,6 +829,8 @@ def sample_batch(
         stopped = text_done[texts_now] & ~done  # candidates beaten by an accepted line
         lengths[active[stopped]] = age[stopped]
         keep = ~done & ~stopped
+        bookmarks.drop(active[stopped])
+        stops[active[stopped]] = steps
         active, x = active[keep], x[keep]
         stepper.keep(keep)
         again = []  # texts that start new lines in place of one that failed
@@ -707,6 +850,8 @@ def sample_batch(
         skipped=skipped[:rows],
         errors=errors[:rows],
         accepted=accepted[:rows],
+        rewinds=rewinds[:rows],
+        stops=stops[:rows],
     )
     if return_phi:
         result.phis = [window[r, : lengths[r], len(prefix) : ends[row_text[r]]] for r in range(rows)]

@@ -332,6 +332,11 @@ def test_sampling_products_in_bfloat16_stay_close_to_float32():
         x = torch.randn(rows, 40)
         tolerance = 3e-2 if Affine.bf16 and rows >= BF16_MIN_ROWS else 1e-6  # bfloat16 keeps 8 bits
         torch.testing.assert_close(torch.from_numpy(affine(x.numpy())), layer(x).detach(), rtol=tolerance, atol=tolerance)
+    affine.pad_small = True  # fewer rows padded to BF16_MIN_ROWS, where the CPU has bfloat16 (pad_small_rows)
+    x = torch.randn(BF16_MIN_ROWS, 40).numpy()
+    whole = affine(x)
+    for rows in (3, 1, 2):  # a padded call's output rows depend on its own input rows only
+        np.testing.assert_allclose(affine(x[:rows]), whole[:rows], rtol=1e-6, atol=1e-6)
 
 
 def test_stepper_rows_left_go_on_as_in_the_whole_batch():

@@ -513,15 +513,17 @@ class Affine:
         self.weight, self.bias = weight.detach().float().contiguous(), bias.detach().float()
         self.weight16, self.bias16 = self.weight.to(torch.bfloat16), self.bias.to(torch.bfloat16)
         self.pad_small = False  # run fewer than BF16_MIN_ROWS rows in bfloat16 too, padded (pad_small_rows)
+        self.padded = np.zeros((BF16_MIN_ROWS, self.weight.shape[1]), dtype=np.float32)  # rows past the input are never read back
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         rows = x.shape[0]
-        x = torch.from_numpy(x)
         if self.bf16 and (rows >= BF16_MIN_ROWS or self.pad_small):
             if rows < BF16_MIN_ROWS:  # fewer rows run much slower in bfloat16 than padded ones
-                x = nn.functional.pad(x, (0, 0, 0, BF16_MIN_ROWS - rows))
-            return nn.functional.linear(x.to(torch.bfloat16), self.weight16, self.bias16)[:rows].float().numpy()
-        return nn.functional.linear(x, self.weight, self.bias).numpy()
+                self.padded[:rows] = x
+                x = self.padded
+            x16 = torch.from_numpy(x).to(torch.bfloat16)
+            return nn.functional.linear(x16, self.weight16, self.bias16)[:rows].float().numpy()
+        return nn.functional.linear(torch.from_numpy(x), self.weight, self.bias).numpy()
 
 
 # The paper ends a line once phi past the text exceeds phi at every character (ratio 1). After a

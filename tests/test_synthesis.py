@@ -14,8 +14,8 @@ from writemate.models.synthesis import (
     MAX_REWINDS,
     WINDOW_CUTOFF,
     Affine,
-    Bookmarks,
     Prime,
+    Rewinds,
     Stepper,
     Synthesis,
     SynthesisConfig,
@@ -375,8 +375,8 @@ def test_stepper_rows_go_back_to_a_saved_state():
             np.testing.assert_array_equal(phi[1], first[t - 5][1][1])
 
 
-def test_bookmarks_go_back_to_the_last_mark_at_or_before_a_position():
-    marks = Bookmarks()
+def test_rewinds_go_back_to_the_last_mark_at_or_before_a_position():
+    marks = Rewinds(2, stall_points=10)
     state = [np.zeros((3, 2))]
     dwell = np.zeros((2, 6), dtype=np.int32)
     marks.add(np.array([1, 1, 1]), np.array([0, 2, 4]), np.array([1, 9, 30]), state, dwell, np.zeros(2, bool))

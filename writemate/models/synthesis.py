@@ -602,11 +602,38 @@ class Mark:
     past_end: bool
 
 
-class Bookmarks:
-    """Each row's :class:`Mark` at every new position its window reaches, so a stalled row can go back."""
+class Rewinds:
+    """Sends rows of :func:`sample_batch` whose window stalls back a few characters (``STALL_POINTS``).
 
-    def __init__(self):
+    Each row gets a :class:`Mark` whenever its window's peak first reaches a
+    new position; a row sent back takes up the state of an earlier mark.
+    """
+
+    def __init__(self, rows: int, stall_points: int | None):
+        self.stall_points = stall_points  # None or 0: never
+        self.reached = np.full(rows, -1)  # the furthest position each row's peak has reached
+        self.since = np.zeros(rows, dtype=np.int64)  # points since it reached a new one
+        self.counts = np.zeros(rows, dtype=np.int64)  # times each row was sent back
         self.marks: dict[int, list[Mark]] = {}
+
+    def after_step(self, active, peak, stepper: Stepper, x, written, ages, dwell, past_end) -> None:
+        """After a step of the ``active`` rows (A,) whose peaks are ``peak`` (A,): mark rows that reached
+        a new position, and send stalled ones back, in ``stepper``, ``x`` (A, 3) and the per-row arrays."""
+        if not self.stall_points:
+            return
+        new = peak > self.reached[active]
+        self.reached[active] = np.maximum(self.reached[active], peak)
+        self.since[active] = np.where(new, 0, self.since[active] + 1)
+        if new.any():
+            self.add(active[new], peak[new], ages[active[new]], stepper.save(new), dwell, past_end)
+        for i in np.flatnonzero((self.since[active] > self.stall_points) & (self.counts[active] < MAX_REWINDS)):
+            r = active[i]
+            mark = self.back(r, self.reached[r] - REWIND_CHARS)
+            stepper.restore(np.array([i]), [a[None] for a in mark.state])
+            x[i] = written[r, mark.age]  # the point the row had drawn there: its next input
+            ages[r], dwell[r], past_end[r] = mark.age, mark.dwell, mark.past_end
+            self.reached[r], self.since[r] = mark.position, 0
+            self.counts[r] += 1
 
     def add(self, rows: np.ndarray, positions: np.ndarray, ages: np.ndarray, saved: list[np.ndarray], dwell, past_end) -> None:
         """Marks for batch rows ``rows`` (R,); ``saved`` their Stepper state, one array per part (R, ...)."""
@@ -622,6 +649,7 @@ class Bookmarks:
         return marks[k]
 
     def drop(self, rows) -> None:
+        """Forget the marks of rows that have finished."""
         for r in rows:
             self.marks.pop(int(r), None)
 
@@ -763,11 +791,8 @@ def sample_batch(
     errors = np.full(most, np.inf)
     accepted = np.zeros(most, dtype=bool)
     ages = np.zeros(most, dtype=np.int64)  # points in each row's line so far; a rewind takes it back
-    reached = np.full(most, -1)  # the furthest position the window's peak has reached
-    since = np.zeros(most, dtype=np.int64)  # points since it reached a new one
-    rewinds = np.zeros(most, dtype=np.int64)
     stops = np.zeros(most, dtype=np.int64)
-    bookmarks = Bookmarks()
+    rewinds = Rewinds(most, stall_points)
     started = np.zeros(n, dtype=np.int64)  # rows started per text
     text_done = np.zeros(n, dtype=bool)  # a row of the text was accepted
     steps = 0
@@ -797,28 +822,15 @@ def sample_batch(
         peak = phi.argmax(axis=1)
         dwell[active, peak] += 1
         past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > END_RATIO * (phi * characters[texts_now]).max(axis=1)
-        if stall_points:
-            new = peak > reached[active]
-            reached[active] = np.maximum(reached[active], peak)
-            since[active] = np.where(new, 0, since[active] + 1)
-            if new.any():
-                bookmarks.add(active[new], peak[new], age[new], stepper.save(new), dwell, past_end)
-            for i in np.flatnonzero((since[active] > stall_points) & (rewinds[active] < MAX_REWINDS)):
-                r = active[i]
-                mark = bookmarks.back(r, reached[r] - REWIND_CHARS)
-                stepper.restore(np.array([i]), [a[None] for a in mark.state])
-                x[i] = written[r, mark.age]
-                ages[r], reached[r], dwell[r], past_end[r] = mark.age, mark.position, mark.dwell, mark.past_end
-                since[r] = 0
-                rewinds[r] += 1
-            age = ages[active]
+        rewinds.after_step(active, peak, stepper, x, written, ages, dwell, past_end)
+        age = ages[active]
         by_rule = past_end[active] & (x[:, 2] > 0.5)
         done = by_rule | (age >= cap[texts_now])
         if not done.any():
             continue
         finished = active[done]
         stops[finished] = steps
-        bookmarks.drop(finished)
+        rewinds.drop(finished)
         lengths[finished], ended[finished] = age[done], by_rule[done]
         skipped[finished] = [ended[r] and skips_a_word(spans[row_text[r]], dwell[r]) for r in finished]
         if judge is None:
@@ -831,7 +843,7 @@ def sample_batch(
         stopped = text_done[texts_now] & ~done  # candidates beaten by an accepted line
         lengths[active[stopped]] = age[stopped]
         keep = ~done & ~stopped
-        bookmarks.drop(active[stopped])
+        rewinds.drop(active[stopped])
         stops[active[stopped]] = steps
         active, x = active[keep], x[keep]
         stepper.keep(keep)
@@ -852,7 +864,7 @@ def sample_batch(
         skipped=skipped[:rows],
         errors=errors[:rows],
         accepted=accepted[:rows],
-        rewinds=rewinds[:rows],
+        rewinds=rewinds.counts[:rows],
         stops=stops[:rows],
     )
     if return_phi:

@@ -140,7 +140,7 @@ def step_ms(model_name: str, rows: list[int], steps: int = 200) -> dict:
             Affine.bf16 = bf16
             with torch.inference_mode():
                 stepper = Stepper(model, text, mask, model.initial_state(n))
-                stepper._pad_small(bf16)
+                stepper.set_padding(bf16)
                 x, rng = np.zeros((n, 3), np.float32), np.random.default_rng(0)
                 for i in range(steps + 20):  # the first 20 warm up
                     if i == 20:

@@ -34,11 +34,10 @@ import numpy as np
 
 import writemate
 from writemate import checkpoint, ink, metrics, render
-from writemate.api import STYLES_FILE
+from writemate.api import STYLE_BIAS, STYLES_FILE
 from writemate.models.synthesis import Prime, sample
 
 PRIME_TEXT = "a quick brown fox jumps over the lazy dog"
-STYLE_BIAS = 0.75  # the bias a style writes at unless the user gives one
 # Written in each candidate's hand to see how well it primes: other words than the prime's
 # (capitals, digits, punctuation), none of them from the docs' sample sentences.
 PROBE_TEXTS = ["Send the letter before Monday.", "Nothing was left in 1984, she said.", "We had a lovely time by the sea"]
@@ -75,16 +74,11 @@ def spread_choice(features: np.ndarray, keep: int) -> list[int]:
     return chosen
 
 
-def read_cers(recognizer, strokes: list[list[np.ndarray]], texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Each line's character error rate against its text as ``recognizer`` reads it, and the readings."""
-    readings = [r.text for r in recognizer.read_lines(strokes, 0)]
-    return np.array([metrics.line_cer(t, r) for t, r in zip(texts, readings)]), readings
-
-
 def primed_cer(writer, recognizer, offsets: np.ndarray, text: str) -> float:
-    """The mean CER of PROBE_TEXTS written by the network primed with ``offsets`` (its line of ``text``)."""
+    """The mean CER of PROBE_TEXTS written by the network primed with ``offsets`` (its line of ``text``),
+    read as ``writemate write`` reads its lines back (Writer.judge)."""
     written = sample(writer.model, PROBE_TEXTS, bias=STYLE_BIAS, seed=0, prime=Prime(offsets, text))
-    return float(read_cers(recognizer, [strokes_of(writer, o) for o in written], PROBE_TEXTS)[0].mean())
+    return float(writer.judge(recognizer)(PROBE_TEXTS, written).mean())
 
 
 def auto_seeds(
@@ -92,7 +86,8 @@ def auto_seeds(
 ) -> list[dict]:
     """The seeds (indices of ``lines``) chosen as styles, with their CERs and measures, best first."""
     strokes = [strokes_of(writer, o) for o in lines]
-    cers, readings = read_cers(recognizer, strokes, [text] * len(lines))
+    readings = [r.text for r in recognizer.read_lines(strokes, 0)]
+    cers = np.array([metrics.line_cer(text, r) for r in readings])
     primed = np.full(len(lines), np.inf)
     for i in np.flatnonzero(cers <= max_cer):
         primed[i] = primed_cer(writer, recognizer, lines[i], text)

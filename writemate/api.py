@@ -22,6 +22,7 @@ from writemate.models import mdn
 from writemate.models.synthesis import Judge, Prime, Synthesis, SynthesisConfig, sample
 
 STYLES_FILE = "styles.json"
+STYLE_BIAS = 0.75  # the bias styles are chosen at (tools/make_styles.py), when styles.json gives none
 MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
 # A line that runs to the step cap, or whose window jumps over a word, has lost its place in its
 # text (10 of the first 64 validation texts for the bundled model at bias 0.75, docs/synthesis.md); it is replaced by
@@ -51,7 +52,7 @@ class Style:
     name: str
     text: str
     offsets: np.ndarray  # (T, 3), normalised
-    bias: float = 0.75  # the bias this style was chosen at
+    bias: float = STYLE_BIAS  # the bias this style was chosen at
 
     @property
     def prime(self) -> Prime:
@@ -206,7 +207,7 @@ class Writer:
             try:
                 for s in json.loads(styles_path.read_text()):
                     offsets = np.asarray(s["offsets"], np.float32)
-                    styles.append(Style(s["id"], s["name"], s["text"], offsets, s.get("bias", 0.75)))
+                    styles.append(Style(s["id"], s["name"], s["text"], offsets, s.get("bias", STYLE_BIAS)))
             except (KeyError, TypeError, ValueError) as e:
                 raise checkpoint.CheckpointError(f"{styles_path}: not a styles file ({e!r})") from e
         writer = cls(model, stats, styles, meta)
@@ -291,7 +292,7 @@ class Writer:
         """Strokes (whiteboard units) per line; blank lines get none."""
         todo = [i for i, line in enumerate(lines) if line.strip()]
         out: list[list[np.ndarray]] = [[] for _ in lines]
-        judge = self._judge(checker) if checker is not None else None
+        judge = self.judge(checker) if checker is not None else None
         for start in range(0, len(todo), MAX_LINES_PER_BATCH):
             chunk = todo[start : start + MAX_LINES_PER_BATCH]
             sampled = sample(
@@ -314,7 +315,7 @@ class Writer:
     def _strokes(self, offsets: np.ndarray) -> list[np.ndarray]:
         return ink.offsets_to_strokes(ink.denormalise(offsets, self.stats))
 
-    def _judge(self, checker) -> Judge:
+    def judge(self, checker) -> Judge:
         """Lines judged by their character error rate as ``checker`` (a Recognizer) reads them, by best path,
         straightened as on the page (the reading of a line near the threshold can change with its slant)."""
 

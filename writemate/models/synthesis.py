@@ -385,7 +385,7 @@ class Stepper:
         self.positions = np.arange(text.shape[1] + 1, dtype=np.float32)  # (U + 1,) the last one past the text
         self.h, self.c, self.kappa, self.w = (t.numpy() for t in (state.h, state.c, state.kappa, state.w))
         self.upper_hc = [(h[0].numpy(), c[0].numpy()) for h, c in state.upper]
-        self._pad_small(pad_small_rows(self))
+        self.set_padding(pad_small_rows(self))
 
     def step(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (B, 3) the last point -> mixture outputs (B, 1 + 6M) and phi (B, U + 1)."""
@@ -415,7 +415,8 @@ class Stepper:
     def affines(self) -> list[Affine]:
         return [self.l1, self.window, *self.upper, self.output]
 
-    def _pad_small(self, pad: bool) -> None:
+    def set_padding(self, pad: bool) -> None:
+        """Run products of 1 to 3 rows in bfloat16 padded to BF16_MIN_ROWS (True) or in float32 (see pad_small_rows)."""
         for affine in self.affines():
             affine.pad_small = pad
 
@@ -485,7 +486,7 @@ def _padding_is_faster(stepper: Stepper, rows: int = 2, steps: int = 20, rounds:
     best = {False: math.inf, True: math.inf}
     for _ in range(rounds):
         for pad in best:
-            trial._pad_small(pad)
+            trial.set_padding(pad)
             start = time.perf_counter()
             for _ in range(steps):
                 trial.step(x)

@@ -26,6 +26,16 @@ def test_last_stroke_kept_without_pen_lift():
     assert [len(s) for s in ink.offsets_to_strokes(offsets)] == [2, 2]
 
 
+def test_last_stroke_size():
+    strokes = [np.array([[0, 0], [100, 0], [100, 40]]), np.array([[300, 50], [302, 53], [301, 51]])]
+    offsets = ink.strokes_to_offsets(strokes)
+    assert ink.last_stroke_size(offsets) == pytest.approx(3)  # not the 250-unit move to the stroke
+    assert ink.last_stroke_size(offsets[:-1]) == pytest.approx(3)  # the stroke not yet lifted
+    assert ink.last_stroke_size(offsets[:3]) == pytest.approx(100)  # a line of one stroke
+    assert ink.last_stroke_size(offsets[:4]) == 0  # one point so far
+    assert ink.last_stroke_size(np.zeros((0, 3))) == 0
+
+
 def test_stats_and_normalisation_invert():
     rng = np.random.default_rng(1)
     seqs = [np.column_stack([rng.normal(3, 10, 50), rng.normal(0, 5, 50), rng.random(50) < 0.1]) for _ in range(4)]

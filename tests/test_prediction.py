@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fake_line, fit_steps, iam_with_validation, line_xml
+from conftest import fake_line, fit_steps, iam_with_validation, line_xml, make_tiny_writer_folder
 from writemate import api, cli, ink, loading
 from writemate.data import batching, iam_ondb
 from writemate.models import mdn
-from writemate.models.prediction import Prediction, PredictionConfig, PredictionTask, evaluate_lines, sample
+from writemate.models.prediction import (
+    Prediction,
+    PredictionConfig,
+    PredictionTask,
+    evaluate_lines,
+    sample,
+    weights_from_synthesis,
+)
+from writemate.models.synthesis import Synthesis, SynthesisConfig
 from writemate.scribble import Scribbler
 
 TINY = PredictionConfig(hidden=16, layers=3, mixtures=3)
@@ -112,6 +120,37 @@ def test_train_command_checkpoints_resumes_and_scribbles(tmp_path):
     scribbler = loading.load(run)
     assert isinstance(scribbler, Scribbler) and scribbler.model.config.hidden == 8
     assert cli.main(["scribble", "-o", str(tmp_path / "s.svg"), "--model", str(run), "--steps", "20"]) == 0
+
+
+def test_a_synthesis_network_without_its_window_is_a_prediction_network():
+    torch.manual_seed(0)
+    config = SynthesisConfig(hidden=16, layers=3, window_mixtures=2, mixtures=3)
+    synthesis = Synthesis(config)
+    a = config.alphabet_size
+    with torch.no_grad():  # nothing reads the window: the synthesis network is a prediction network
+        synthesis.l1_recurrent.weight[:, :a] = 0
+        for lstm in synthesis.upper:
+            lstm.weight_ih_l0[:, 3 : 3 + a] = 0
+    prediction = Prediction(PredictionConfig(hidden=16, layers=3, mixtures=3))
+    prediction.load_state_dict(weights_from_synthesis(synthesis.state_dict(), a))  # strict: every weight set
+    x, _, _ = batching.teacher_forcing(random_lines(2))
+    text, mask = batching.pad([np.array([5, 6, 7]), np.array([8, 9])], dtype=torch.long)
+    with torch.no_grad():
+        expected, _ = synthesis(x, text, mask)
+        got, _ = prediction(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_prediction_run_can_start_from_a_synthesis_model(tmp_path):
+    data = iam_with_validation(tmp_path)
+    source = make_tiny_writer_folder(tmp_path / "synthesis")
+    run = tmp_path / "run"
+    args = ["train", "prediction", "--data", str(data), "--run", str(run), "--init", str(source), "--batch-size", "4", "--epochs", "1"]
+    assert cli.main(args) == 0
+    model = loading.load(run).model
+    assert model.config.hidden == 16 and len(model.layers) == 2
+    assert cli.main(args[:-1] + ["2"]) == 0  # resumes with the same --init
+    assert json.loads((run / "checkpoint.json").read_text())["state"]["epoch"] == 2
 
 
 def test_train_without_validation_lines_is_a_clear_error(iam_dir, tmp_path, capsys):

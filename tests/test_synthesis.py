@@ -8,7 +8,7 @@ from scipy.stats import multivariate_normal
 from torch import nn
 
 from writemate import alphabet
-from writemate.models import mdn
+from writemate.models import mdn, synthesis
 from writemate.models.synthesis import (
     BF16_MIN_ROWS,
     MAX_REWINDS,
@@ -293,6 +293,18 @@ def test_a_line_whose_window_jumps_over_words_is_not_accepted_but_written_again(
     assert sorted(s.texts.tolist()) == [0, 0, 0, 1, 1, 1]  # each text used all its attempts
     assert not lines_ended(jumping, texts, bias=1.0).any()
     assert not sample_batch(steered(math.log(TINY.kappa_scale / 3)), texts, np.full(2, 1.0)).skipped.any()
+
+
+def test_a_line_ending_in_a_dot_ends_once_it_has_written_one(monkeypatch):
+    moving = steered(math.log(TINY.kappa_scale / 3))  # 3 points a character, each point a stroke of its own
+    dotted = sample_batch(moving, ["ab.", "ab"], np.ones(2), return_phi=True)
+    monkeypatch.setattr(synthesis, "DOT_SIZE", -1.0)  # no stroke is small enough: only END_RATIO ends lines
+    plain = sample_batch(moving, ["ab.", "ab"], np.ones(2), return_phi=True)
+    assert dotted.ended.all() and plain.ended.all()
+    peaks = dotted.phis[0].argmax(axis=1)  # (T,) over "a", "b", "."
+    assert peaks[-1] == 2 and (peaks[:-1] < 2).all()  # it ended at its first point on the dot
+    assert len(dotted.lines[0]) < len(plain.lines[0])
+    np.testing.assert_array_equal(dotted.lines[1], plain.lines[1])  # no dot, no change
 
 
 def test_a_line_stopped_by_the_cap_is_written_again():

@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init",
         help="start a new run from this trained model (bundled name or folder): its weights, size and "
-        "normalisation, with a fresh optimiser (fine-tuning; synthesis and prediction)",
+        "normalisation, with a fresh optimiser (fine-tuning; synthesis and prediction; a prediction run may "
+        "also start from a synthesis model, its window dropped)",
     )
     _add_train_options(p)
     from writemate import cli_recognize  # its options, read only by `train recognizer`

@@ -45,6 +45,16 @@ def offsets_to_strokes(offsets: np.ndarray, start: tuple[float, float] = (0.0, 0
     return [s for s in np.split(points, ends) if len(s)]
 
 
+def last_stroke_size(offsets: np.ndarray) -> float:
+    """The longer side of the bounding box of the last stroke of offsets ``(T, 3)``, in their units
+    (whether or not the final row lifts the pen); 0 for a stroke of one point."""
+    offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
+    lifts = np.flatnonzero(offsets[:-1, 2] > 0.5)
+    first = lifts[-1] + 1 if len(lifts) else 0  # the stroke's first point; its row is the move to it, not ink
+    points = np.cumsum(offsets[first:, :2], axis=0)
+    return float(np.ptp(points, axis=0).max()) if len(points) else 0.0
+
+
 @dataclass(frozen=True)
 class OffsetStats:
     """Scale of the pen moves, used to normalise offsets for the networks.

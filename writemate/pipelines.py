@@ -16,7 +16,7 @@ import torch
 
 from writemate import alphabet, checkpoint, ink
 from writemate.data import iam_ondb
-from writemate.models.prediction import FAMILY, Prediction, PredictionConfig, PredictionTask
+from writemate.models.prediction import FAMILY, Prediction, PredictionConfig, PredictionTask, weights_from_synthesis
 from writemate.models.recognizer import FAMILY as RECOGNIZER
 from writemate.models.recognizer import Augmentation, RecognitionNetwork, RecognizerConfig, RecognizerTask
 from writemate.models.synthesis import Synthesis, SynthesisConfig, SynthesisTask
@@ -101,14 +101,22 @@ def train_prediction(
     init: Path | None = None,
 ):
     """The prediction network (Graves 2013 section 4) on the same lines and split as the synthesis network;
-    ``init`` as for :func:`train_synthesis`."""
+    ``init`` as for :func:`train_synthesis`, or a trained synthesis model, whose network without its
+    window starts the run (:func:`~writemate.models.prediction.weights_from_synthesis`)."""
     train, val, stats = iam_training_split(data)
-    if init is not None:
+    from_synthesis = init is not None and checkpoint.read_config(init).get("family") == "synthesis"
+    if from_synthesis:
+        source, stats = _start_from(init, "synthesis", SynthesisConfig)
+        model_config = PredictionConfig(hidden=source.hidden, layers=source.layers, mixtures=source.mixtures)
+    elif init is not None:
         model_config, stats = _start_from(init, FAMILY, PredictionConfig)
     train_x, val_x = _pairs(train, stats)[0], _pairs(val, stats)[0]
     _require_both_sides(data, len(train_x), len(val_x))
     model = Prediction(model_config)
-    if init is not None:
+    if from_synthesis:
+        weights = checkpoint.load_tensors(init / checkpoint.WEIGHTS)
+        model.load_state_dict({k: v.float() for k, v in weights_from_synthesis(weights, source.alphabet_size).items()})
+    elif init is not None:
         checkpoint.load_weights(model, init)
     task = PredictionTask(model, train_x, val_x, max_val_lines=max_val_lines)
     config = {"model": model_config.to_dict(), "stats": stats.to_dict()}

@@ -77,6 +77,36 @@ class Prediction(nn.Module):
         return self.output(torch.cat(hidden, dim=-1)), new_state  # (B, T, 1 + 6M)
 
 
+def weights_from_synthesis(synthesis: dict[str, torch.Tensor], alphabet_size: int) -> dict[str, torch.Tensor]:
+    """A prediction network's weights from a trained synthesis network's (same size), without its window.
+
+    The synthesis network (section 5) is this network plus a window: each
+    layer also reads the window's output w (eqs. 52-53). Dropping the window
+    and every weight that reads w leaves a prediction network that already
+    knows how pen strokes go on, a far better start than random weights
+    (docs/prediction.md).
+    """
+    a = alphabet_size
+    hidden = synthesis["l1_input.weight"].shape[0] // 4
+    recurrent = synthesis["l1_recurrent.weight"]  # (4H, A + H): [w_{t-1}, h_{t-1}]
+    out = {
+        "layers.0.weight_ih_l0": synthesis["l1_input.weight"],
+        "layers.0.weight_hh_l0": recurrent[:, a:],
+        "layers.0.bias_ih_l0": synthesis["l1_input.bias"],
+        "layers.0.bias_hh_l0": torch.zeros(4 * hidden, dtype=recurrent.dtype),
+        "output.weight": synthesis["output.weight"],
+        "output.bias": synthesis["output.bias"],
+    }
+    n = 0
+    while f"upper.{n}.weight_ih_l0" in synthesis:
+        weight_ih = synthesis[f"upper.{n}.weight_ih_l0"]  # (4H, 3 + A + H): [x, w, h below]
+        out[f"layers.{n + 1}.weight_ih_l0"] = torch.cat([weight_ih[:, :3], weight_ih[:, 3 + a :]], dim=1)
+        for name in ("weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            out[f"layers.{n + 1}.{name}"] = synthesis[f"upper.{n}.{name}"]
+        n += 1
+    return out
+
+
 # -- training and evaluation ---------------------------------------------------
 
 

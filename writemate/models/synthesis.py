@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from writemate import alphabet
+from writemate import alphabet, ink
 from writemate.data import batching
 from writemate.models import mdn
 from writemate.models.lstm import cell, cell_numpy, run_lstm, stacked_weights
@@ -533,6 +533,10 @@ class Affine:
 # 0.75, 8 styles) 4 % had ink after the dot against 16 % at 0.5 (and more at 1), with as many dots
 # missing (7 %); lines ending in a letter read the same (docs/synthesis.md, "Where a line ends").
 END_RATIO = 0.35
+# A line that ends in "." ends at the pen lift after the first stroke of at most DOT_SIZE (normalised
+# units: about 16 whiteboard units across) written with the window's peak on that ".": the window
+# often stays on the dot after it is written, and the network writes a second dot or a stray mark.
+DOT_SIZE = 0.4
 STEPS_PER_CHAR = 40  # the step cap per character; the data average about 22 points per character
 ENDING_CHECK_LINES = 64  # validation texts sampled at each validation during training
 
@@ -617,11 +621,13 @@ class Rewinds:
         self.counts = np.zeros(rows, dtype=np.int64)  # times each row was sent back
         self.marks: dict[int, list[Mark]] = {}
 
-    def after_step(self, active, peak, stepper: Stepper, x, written, ages, dwell, past_end) -> None:
+    def after_step(self, active, peak, stepper: Stepper, x, written, ages, dwell, past_end) -> np.ndarray:
         """After a step of the ``active`` rows (A,) whose peaks are ``peak`` (A,): mark rows that reached
-        a new position, and send stalled ones back, in ``stepper``, ``x`` (A, 3) and the per-row arrays."""
+        a new position, and send stalled ones back, in ``stepper``, ``x`` (A, 3) and the per-row arrays.
+        Returns which rows were sent back (A,) bool."""
+        back = np.zeros(len(active), dtype=bool)
         if not self.stall_points:
-            return
+            return back
         new = peak > self.reached[active]
         self.reached[active] = np.maximum(self.reached[active], peak)
         self.since[active] = np.where(new, 0, self.since[active] + 1)
@@ -635,6 +641,8 @@ class Rewinds:
             ages[r], dwell[r], past_end[r] = mark.age, mark.dwell, mark.past_end
             self.reached[r], self.since[r] = mark.position, 0
             self.counts[r] += 1
+            back[i] = True
+        return back
 
     def add(self, rows: np.ndarray, positions: np.ndarray, ages: np.ndarray, saved: list[np.ndarray], dwell, past_end) -> None:
         """Marks for batch rows ``rows`` (R,); ``saved`` their Stepper state, one array per part (R, ...)."""
@@ -742,7 +750,8 @@ def sample_batch(
 
     A line ends when the window has moved past its last character (Graves
     2013 section 5: phi at position U+1 exceeds phi at every character; here
-    ``END_RATIO`` times phi at every character) and the pen has lifted, or
+    ``END_RATIO`` times phi at every character) and the pen has lifted, a
+    line ending in "." also once it has written a dot there (``DOT_SIZE``), or
     after ``steps_per_char`` points per character. A row whose window stalls
     for ``stall_points`` points goes back a few characters and writes them
     again (see ``STALL_POINTS``; None never does).
@@ -776,6 +785,7 @@ def sample_batch(
     cap = step_cap(ends - len(prefix), steps_per_char)  # (N,)
     characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (N, U + 1), the end position masked out
     spans = [word_spans(t, len(prefix)) for t in texts]  # the words each line must write
+    final_dot = np.array([t.endswith(".") for t in texts])  # (N,) see DOT_SIZE
 
     most = n * max(attempts, 1)  # rows the batch can start
     row_text = np.zeros(most, dtype=np.int64)
@@ -823,9 +833,13 @@ def sample_batch(
         peak = phi.argmax(axis=1)
         dwell[active, peak] += 1
         past_end[active] |= phi[np.arange(len(active)), ends[texts_now]] > END_RATIO * (phi * characters[texts_now]).max(axis=1)
-        rewinds.after_step(active, peak, stepper, x, written, ages, dwell, past_end)
+        sent_back = rewinds.after_step(active, peak, stepper, x, written, ages, dwell, past_end)
         age = ages[active]
-        by_rule = past_end[active] & (x[:, 2] > 0.5)
+        lifts = x[:, 2] > 0.5
+        by_rule = past_end[active] & lifts
+        on_dot = lifts & ~by_rule & ~sent_back & final_dot[texts_now] & (peak == ends[texts_now] - 1)
+        for i in np.flatnonzero(on_dot):
+            by_rule[i] = ink.last_stroke_size(written[active[i], 1 : age[i] + 1]) <= DOT_SIZE
         done = by_rule | (age >= cap[texts_now])
         if not done.any():
             continue

@@ -252,8 +252,8 @@ class Writer:
         model, the bundled one), each line
         is written ``CANDIDATES`` times at once and read back as each ends;
         the first read with a character error rate of at most
-        ``MAX_LINE_CER`` is kept (slower: a 20-line page at bias 0.75 took
-        7.4-9 s instead of 4-5, docs/synthesis.md).
+        ``MAX_LINE_CER`` is kept (slower: on the 2-core machine a 20-line page
+        took 4.8-6.1 s instead of 4.1-4.9 s, docs/synthesis.md).
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)

@@ -104,24 +104,31 @@ def train_prediction(
     ``init`` as for :func:`train_synthesis`, or a trained synthesis model, whose network without its
     window starts the run (:func:`~writemate.models.prediction.weights_from_synthesis`)."""
     train, val, stats = iam_training_split(data)
-    from_synthesis = init is not None and checkpoint.read_config(init).get("family") == "synthesis"
-    if from_synthesis:
-        source, stats = _start_from(init, "synthesis", SynthesisConfig)
-        model_config = PredictionConfig(hidden=source.hidden, layers=source.layers, mixtures=source.mixtures)
-    elif init is not None:
-        model_config, stats = _start_from(init, FAMILY, PredictionConfig)
+    if init is None:
+        model = Prediction(model_config)
+    else:
+        model, stats = _prediction_start(init)
     train_x, val_x = _pairs(train, stats)[0], _pairs(val, stats)[0]
     _require_both_sides(data, len(train_x), len(val_x))
-    model = Prediction(model_config)
-    if from_synthesis:
-        weights = checkpoint.load_tensors(init / checkpoint.WEIGHTS)
-        model.load_state_dict({k: v.float() for k, v in weights_from_synthesis(weights, source.alphabet_size).items()})
-    elif init is not None:
-        checkpoint.load_weights(model, init)
     task = PredictionTask(model, train_x, val_x, max_val_lines=max_val_lines)
-    config = {"model": model_config.to_dict(), "stats": stats.to_dict()}
+    config = {"model": model.config.to_dict(), "stats": stats.to_dict()}
     trainer = Trainer(task, train_config, run_dir, family=FAMILY, model_config=config)
     return trainer.fit(progress)
+
+
+def _prediction_start(init: Path) -> tuple[Prediction, ink.OffsetStats]:
+    """The network and normalisation a prediction run starts from: a trained prediction model's, or
+    a synthesis model's network without its window."""
+    if checkpoint.read_config(init).get("family") != "synthesis":
+        model_config, stats = _start_from(init, FAMILY, PredictionConfig)
+        model = Prediction(model_config)
+        checkpoint.load_weights(model, init)
+        return model, stats
+    source, stats = _start_from(init, "synthesis", SynthesisConfig)
+    model = Prediction(PredictionConfig(hidden=source.hidden, layers=source.layers, mixtures=source.mixtures))
+    weights = weights_from_synthesis(checkpoint.load_tensors(init / checkpoint.WEIGHTS), source.alphabet_size)
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    return model, stats
 
 
 def _transcribed(prepared: iam_ondb.Prepared) -> list[tuple[list, str]]:

@@ -4,7 +4,6 @@ import math
 import os
 import platform
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from test_synthesis import TINY, random_lines
 from writemate import checkpoint
 from writemate.models.synthesis import Synthesis, SynthesisTask
 from writemate.errors import Interrupted
+from writemate import train
 from writemate.train import TrainConfig, Trainer, keep_freed_memory, release_freed_memory, stop_on_signals
 
 
@@ -165,7 +165,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
 
 
 def resident_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return train.resident_bytes() / 2**20
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc options are glibc's")
@@ -177,6 +177,19 @@ def test_kept_memory_stays_resident_until_released():
     assert resident_mb() > before_free - 64  # freed, but kept by the process
     assert release_freed_memory()
     assert resident_mb() < before_free - 192  # handed back
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc options are glibc's")
+def test_kept_memory_is_released_only_above_the_limit():
+    assert keep_freed_memory()
+    big = torch.ones(256 * 2**20 // 4)
+    before_free = resident_mb()
+    del big
+    assert not train.release_if_above(2**50)  # below the limit: kept for the next step
+    assert resident_mb() > before_free - 64
+    assert train.release_if_above(0)
+    assert resident_mb() < before_free - 192
+    assert 0 < train.trim_limit() < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_a_resumed_run_keeps_its_schedule_optimizer_and_noise_unless_given(tmp_path):

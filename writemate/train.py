@@ -24,6 +24,7 @@ import csv
 import ctypes
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -195,6 +196,37 @@ def release_freed_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+# Checkpoints alone do not bound the kept memory: a prediction step takes about 1 s, and its
+# run's resident memory grew by ~100 MB a step to 24 GB, 220 steps after a checkpoint, where
+# the kernel killed it. So the trainer also trims whenever the process holds more than this.
+TRIM_ABOVE_FRACTION = 1 / 3  # of the machine's memory
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory, or None where /proc is not available."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def trim_limit() -> int | None:
+    """Resident bytes above which :meth:`Trainer.fit` releases kept memory, or None if unknown."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * TRIM_ABOVE_FRACTION)
+    except (ValueError, OSError):
+        return None
+
+
+def release_if_above(limit: int | None) -> bool:
+    """Release kept memory if the process holds more than ``limit`` bytes; True if it did."""
+    held = resident_bytes()
+    if limit is None or held is None or held <= limit:
+        return False
+    return release_freed_memory()
 
 
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
@@ -432,6 +464,7 @@ class Trainer:
         """Train until ``epochs`` or ``max_minutes``; resumes from ``run_dir`` if a checkpoint is there."""
         cfg = self.config
         keep_freed_memory()
+        memory_limit = trim_limit()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.load_checkpoint()
         emit = progress or (lambda event: None)
@@ -451,6 +484,7 @@ class Trainer:
                         "(try a lower --lr or a --clip-norm)"
                     )
                 self.state.train_seconds += time.monotonic() - t0
+                release_if_above(memory_limit)
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
                 running += loss

@@ -201,6 +201,18 @@ def test_check_rewrites_the_lines_the_recognizer_misreads(tiny_writer_dir):
     assert writer.checker.lines_read == 0
 
 
+def test_low_bias_writes_more_candidates_and_keeps_only_better_read_lines(tiny_writer_dir):
+    writer = loading.load(tiny_writer_dir)
+    writer.checker = ReadsEvenLines("hellx")  # CER 0.2 or 1: good enough at bias 0.75, never at bias 0
+    text = "\n".join(["hello"] * 6)
+    writer.write(text, seed=3, bias=0.75, check=True)
+    assert writer.checker.lines_read <= 6 * api.CANDIDATES  # the first candidate read as "hellx" is kept
+    writer.checker.lines_read = 0
+    writer.write(text, seed=3, bias=0, check=True)
+    assert api.LOW_BIAS_MAX_CER < 0.2 and api.LOW_BIAS_CANDIDATES > api.CANDIDATES
+    assert writer.checker.lines_read == 6 * api.LOW_BIAS_CANDIDATES * (1 + api.RETRIES)  # none kept: all written
+
+
 def test_check_with_a_real_recognizer(tiny_writer_dir, tiny_recognizer_dir):
     from writemate.recognize import Recognizer
 

@@ -35,6 +35,21 @@ RETRIES = 2
 # When none is, the one read best is kept.
 CANDIDATES = 2
 MAX_LINE_CER = 0.25
+# Below bias LOW_BIAS the network writes close to how it learnt, and with the rule above about one
+# word in three was hard to read; there each line is written LOW_BIAS_CANDIDATES times at once and
+# must be read with a CER of at most LOW_BIAS_MAX_CER. At bias 0 on 48 validation texts (style 0)
+# the CER as read back fell from 13.1 % to 5.8 %; a hard 20-line page takes ~12 s instead of ~5 s
+# (docs/synthesis.md).
+LOW_BIAS = 0.5
+LOW_BIAS_CANDIDATES = 3
+LOW_BIAS_MAX_CER = 0.10
+
+
+def selection(bias: float) -> tuple[int, float]:
+    """Candidates written at once per line, and the highest CER at which one is kept, at ``bias``."""
+    if bias < LOW_BIAS:
+        return LOW_BIAS_CANDIDATES, LOW_BIAS_MAX_CER
+    return CANDIDATES, MAX_LINE_CER
 # A user's ink is scaled so that one character is this wide, as in IAM-OnDB
 # (median line width / characters), and resampled to the data's point spacing.
 UNITS_PER_CHAR = 185.0
@@ -253,7 +268,8 @@ class Writer:
         is written ``CANDIDATES`` times at once and read back as each ends;
         the first read with a character error rate of at most
         ``MAX_LINE_CER`` is kept (slower: on the 2-core machine a 20-line page
-        took 4.8-6.1 s instead of 4.1-4.9 s, docs/synthesis.md).
+        took 4.8-6.1 s instead of 4.1-4.9 s, docs/synthesis.md); below bias
+        ``LOW_BIAS``, 3 candidates and 0.10 (:func:`selection`).
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)
@@ -293,6 +309,7 @@ class Writer:
         todo = [i for i, line in enumerate(lines) if line.strip()]
         out: list[list[np.ndarray]] = [[] for _ in lines]
         judge = self.judge(checker) if checker is not None else None
+        candidates, max_error = selection(bias)
         for start in range(0, len(todo), MAX_LINES_PER_BATCH):
             chunk = todo[start : start + MAX_LINES_PER_BATCH]
             sampled = sample(
@@ -302,9 +319,9 @@ class Writer:
                 seed=seed + start,
                 prime=prime,
                 retries=retries,
-                candidates=CANDIDATES if judge else 1,
+                candidates=candidates if judge else 1,
                 judge=judge,
-                max_error=MAX_LINE_CER,
+                max_error=max_error,
             )
             for i, offsets in zip(chunk, sampled):
                 out[i] = self._strokes(offsets)

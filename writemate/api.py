@@ -44,12 +44,6 @@ LOW_BIAS = 0.5
 LOW_BIAS_CANDIDATES = 3
 LOW_BIAS_MAX_CER = 0.10
 
-
-def selection(bias: float) -> tuple[int, float]:
-    """Candidates written at once per line, and the highest CER at which one is kept, at ``bias``."""
-    if bias < LOW_BIAS:
-        return LOW_BIAS_CANDIDATES, LOW_BIAS_MAX_CER
-    return CANDIDATES, MAX_LINE_CER
 # A user's ink is scaled so that one character is this wide, as in IAM-OnDB
 # (median line width / characters), and resampled to the data's point spacing.
 UNITS_PER_CHAR = 185.0
@@ -57,6 +51,13 @@ TYPICAL_STEP = 18.0  # median distance between consecutive IAM-OnDB points
 # Without a text, a user's ink is scaled by its height instead: the median over
 # IAM-OnDB lines of the spread between the 5th and 95th percentile of y.
 TYPICAL_HEIGHT = 350.0
+
+
+def selection(bias: float) -> tuple[int, float]:
+    """Candidates written at once per line, and the highest CER at which one is kept, at ``bias``."""
+    if bias < LOW_BIAS:
+        return LOW_BIAS_CANDIDATES, LOW_BIAS_MAX_CER
+    return CANDIDATES, MAX_LINE_CER
 
 
 @dataclass
@@ -269,7 +270,7 @@ class Writer:
         the first read with a character error rate of at most
         ``MAX_LINE_CER`` is kept (slower: on the 2-core machine a 20-line page
         took 4.8-6.1 s instead of 4.1-4.9 s, docs/synthesis.md); below bias
-        ``LOW_BIAS``, 3 candidates and 0.10 (:func:`selection`).
+        ``LOW_BIAS``, ``LOW_BIAS_CANDIDATES`` and ``LOW_BIAS_MAX_CER`` (:func:`selection`).
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)

@@ -1,6 +1,6 @@
 """Synthesis speed: training throughput, sampling latency, peak memory.
 
-    python benchmarks/synthesis_speed.py [--model synthesis] [--data DIR] [--threads 2] [--bf16] [--default-malloc] [--step-rows 1,2,4,8,20,40] [--no-check]
+    python benchmarks/synthesis_speed.py [--model synthesis] [--data DIR] [--threads 2] [--bf16] [--default-malloc] [--step-rows 1,2,4,8,20,40] [--bias 0.75] [--no-check]
 
 Training throughput: forward, loss, backward and an Adam step of the
 paper-size network on a batch of 32 lines. With ``--data`` (an IAM-OnDB
@@ -99,8 +99,8 @@ best wishes to the whole family,
 yours ever, Ruth"""
 
 
-def sampling_seconds(model_name: str, repeats: int, check: bool) -> dict:
-    """Median seconds to write a line and two 20-line pages, as ``writemate write`` does (``check``: read back and rewrite)."""
+def sampling_seconds(model_name: str, repeats: int, check: bool, bias: float) -> dict:
+    """Median seconds to write a line and two 20-line pages at ``bias``, as ``writemate write`` does (``check``: read back and rewrite)."""
     import writemate
 
     writer = writemate.load(model_name)
@@ -109,13 +109,14 @@ def sampling_seconds(model_name: str, repeats: int, check: bool) -> dict:
     writer.write("warm up", seed=0, check=check)  # also loads the checking recognizer
 
     def median_seconds(text: str, times: int) -> float:
-        return float(np.median([timed(partial(writer.write, text, seed=s, bias=0.75, check=check)) for s in range(times)]))
+        return float(np.median([timed(partial(writer.write, text, seed=s, bias=bias, check=check)) for s in range(times)]))
 
     return {
         "line_30_chars_s": median_seconds(line, repeats),
         "page_20_lines_s": median_seconds(page, max(1, repeats // 2)),
         "prose_20_lines_s": median_seconds(PROSE, max(1, repeats // 2)),
         "read_back": check and writer.checker is not None,
+        "bias": bias,
     }
 
 
@@ -171,6 +172,7 @@ def main() -> None:
     parser.add_argument("--data", help="IAM-OnDB folder: train on real lines from --model's weights")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc settings alone")
     parser.add_argument("--step-rows", default="1,2,4,8,20,40", help="time one sampling step for these batch sizes")
+    parser.add_argument("--bias", type=float, default=0.75, help="sampling bias of the line and pages (writemate write's default)")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True, help="time writing with the read-back check (default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -184,7 +186,7 @@ def main() -> None:
         result["train_batch"] = list(tensors[0].shape[:2])
         result["train_points_per_s"] = round(train_throughput(model, tensors, args.train_steps, args.bf16))
     result["step_ms"] = step_ms(args.model, [int(r) for r in args.step_rows.split(",")])
-    result.update(sampling_seconds(args.model, args.repeats, check=args.check))
+    result.update(sampling_seconds(args.model, args.repeats, check=args.check, bias=args.bias))
     result["peak_memory_mb"] = peak_memory_mb()
     result["cpu_steal_percent"] = steal_percent(before, cpu_times())
     print(json.dumps(result, indent=2))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import fake_line, line_xml
-from writemate import api, cli, loading
+from writemate import api, cli, ink, loading
 from writemate.errors import WritemateError
 
 
@@ -211,6 +211,17 @@ def test_low_bias_writes_more_candidates_and_keeps_only_better_read_lines(tiny_w
     writer.write(text, seed=3, bias=0, check=True)
     assert api.LOW_BIAS_MAX_CER < 0.2 and api.LOW_BIAS_CANDIDATES > api.CANDIDATES
     assert writer.checker.lines_read == 6 * api.LOW_BIAS_CANDIDATES * (1 + api.RETRIES)  # none kept: all written
+
+
+def test_judge_counts_a_false_start_as_misread(tiny_writer_dir):
+    writer = loading.load(tiny_writer_dir)
+    judge = writer.judge(SimpleNamespace(read_lines=lambda lines, beam=None: [SimpleNamespace(text="hello there")] * len(lines)))
+    xs = np.linspace(400, 1100, 40)
+    line = [np.column_stack([xs, 100 * (np.arange(40) % 2)])]
+    dot = np.array([[0.0, 50], [5, 52], [3, 55]])
+    offsets = [ink.normalise(ink.strokes_to_offsets(strokes), writer.stats) for strokes in (line, [dot, *line])]
+    np.testing.assert_allclose(judge(["hello there"] * 2, offsets), [0, api.STRAY_MARK_ERROR])
+    assert api.STRAY_MARK_ERROR > max(api.MAX_LINE_CER, api.LOW_BIAS_MAX_CER)  # such a line is never kept while another reads
 
 
 def test_check_with_a_real_recognizer(tiny_writer_dir, tiny_recognizer_dir):

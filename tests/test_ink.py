@@ -36,6 +36,26 @@ def test_last_stroke_size():
     assert ink.last_stroke_size(np.zeros((0, 3))) == 0
 
 
+def word(x0, width=300, points=20):
+    """A pen-down stroke zigzagging from x0 across ``width`` units, 100 high."""
+    xs = np.linspace(x0, x0 + width, points)
+    return np.column_stack([xs, 100 * (np.arange(points) % 2)])
+
+
+def test_starts_with_stray_mark():
+    dot = np.array([[0.0, 50], [5, 52], [3, 55]])
+    text = "hello there"  # 11 characters over ~700 units: a character ~64 units wide
+    line = [word(400), word(750)]
+    assert ink.starts_with_stray_mark([dot, *line], text)
+    assert not ink.starts_with_stray_mark(line, text)  # no mark
+    assert not ink.starts_with_stray_mark([dot + [370, 0], *line], text)  # a mark close to the word: an i's dot, a T's bar
+    assert not ink.starts_with_stray_mark([word(0, width=120), *line], text)  # a first stroke as large as two letters
+    assert not ink.starts_with_stray_mark([dot, *line], "a hello there")  # the mark is the word "a"
+    assert not ink.starts_with_stray_mark([dot, *line], '"hello there"')  # or an opening quote
+    assert not ink.starts_with_stray_mark([dot], "hello")
+    assert not ink.starts_with_stray_mark([], "hello")
+
+
 def test_stats_and_normalisation_invert():
     rng = np.random.default_rng(1)
     seqs = [np.column_stack([rng.normal(3, 10, 50), rng.normal(0, 5, 50), rng.random(50) < 0.1]) for _ in range(4)]

@@ -43,6 +43,11 @@ MAX_LINE_CER = 0.25
 LOW_BIAS = 0.5
 LOW_BIAS_CANDIDATES = 3
 LOW_BIAS_MAX_CER = 0.10
+# A line that begins with a false start (ink.starts_with_stray_mark) is judged as if this share of it
+# were misread: more than either highest CER above, so it is never kept while a candidate without
+# one reads well enough, but it still beats a line misread by a third. The recognizer reads such a
+# mark as nothing or as one stray character, so its CER alone lets it through.
+STRAY_MARK_ERROR = 0.3
 
 # A user's ink is scaled so that one character is this wide, as in IAM-OnDB
 # (median line width / characters), and resampled to the data's point spacing.
@@ -335,10 +340,14 @@ class Writer:
 
     def judge(self, checker) -> Judge:
         """Lines judged by their character error rate as ``checker`` (a Recognizer) reads them, by best path,
-        straightened as on the page (the reading of a line near the threshold can change with its slant)."""
+        straightened as on the page (the reading of a line near the threshold can change with its slant),
+        plus ``STRAY_MARK_ERROR`` for a line that begins with a false start."""
 
         def judge(texts: list[str], lines: list[np.ndarray]) -> np.ndarray:
-            readings = checker.read_lines([render.straighten(self._strokes(offsets)) for offsets in lines], beam=0)
-            return np.array([metrics.line_cer(t, r.text) for t, r in zip(texts, readings)])
+            strokes = [self._strokes(offsets) for offsets in lines]
+            readings = checker.read_lines([render.straighten(s) for s in strokes], beam=0)
+            cer = np.array([metrics.line_cer(t, r.text) for t, r in zip(texts, readings)])
+            stray = np.array([ink.starts_with_stray_mark(s, t) for s, t in zip(strokes, texts)])
+            return cer + STRAY_MARK_ERROR * stray
 
         return judge

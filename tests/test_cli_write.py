@@ -220,7 +220,9 @@ def test_judge_counts_a_false_start_as_misread(tiny_writer_dir):
     line = [np.column_stack([xs, 100 * (np.arange(40) % 2)])]
     dot = np.array([[0.0, 50], [5, 52], [3, 55]])
     offsets = [ink.normalise(ink.strokes_to_offsets(strokes), writer.stats) for strokes in (line, [dot, *line])]
-    np.testing.assert_allclose(judge(["hello there"] * 2, offsets), [0, api.STRAY_MARK_ERROR])
+    errors, misread = judge(["hello there"] * 2, offsets)
+    np.testing.assert_allclose(errors, [0, api.STRAY_MARK_ERROR])
+    assert misread.tolist() == [-1, 0]  # written again from its first word
     assert api.STRAY_MARK_ERROR > max(api.MAX_LINE_CER, api.LOW_BIAS_MAX_CER)  # such a line is never kept while another reads
 
 

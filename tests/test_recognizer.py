@@ -353,6 +353,19 @@ def test_error_rates_are_edits_over_reference_length():
         metrics.error_rates(["a"], [])
 
 
+def test_first_misread_word_is_where_it_starts_in_the_reference():
+    from writemate import metrics
+
+    text = "the quick  brown fox"
+    assert metrics.first_misread_word(text, "the quick brown fox") == -1  # spacing does not count
+    assert metrics.first_misread_word(text, "the quick brawn fox") == 11
+    assert metrics.first_misread_word(text, "thequick brown fox") == 0
+    assert metrics.first_misread_word(text, "the quick brown fox .") == 17  # a mark after the last word
+    assert metrics.first_misread_word(text, "the quick brown") == 17
+    assert metrics.first_misread_word(text, "") == 0
+    assert metrics.first_misread_word("", "x") == -1
+
+
 def test_evaluate_recognizer_json(iam_dir, tiny_recognizer_dir, capsys):
     args = [
         "evaluate",

@@ -426,8 +426,9 @@ def test_rewound_lines_keep_their_ink_before_the_mark_and_the_step_cap():
 
 
 def judge_even(texts, lines):
-    """A stand-in judge with a verdict as good as random: right when the thousandths of the line's width are even."""
-    return np.array([int(1000 * abs(line[:, 0].sum())) % 2 for line in lines], dtype=float)
+    """A stand-in judge with a verdict as good as random: right when the thousandths of the line's width are even;
+    it never says which word is wrong."""
+    return np.array([int(1000 * abs(line[:, 0].sum())) % 2 for line in lines], dtype=float), np.full(len(lines), -1)
 
 
 def test_candidates_stop_once_one_is_accepted_and_failed_ones_are_replaced():
@@ -452,6 +453,27 @@ def test_candidates_stop_once_one_is_accepted_and_failed_ones_are_replaced():
         assert (stops[rows[~judged[rows]]] == stops[first]).all()
 
 
+def test_a_line_with_a_misread_word_is_taken_up_from_before_that_word():
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    texts = ["hello there you", "ok then"]
+
+    def judge(t, lines):  # every line wrong, from its second word on
+        return np.ones(len(lines)), np.array([text.index(" ") + 1 for text in t])
+
+    s = sample_batch(model, texts, np.full(2, 0.5), seed=3, candidates=2, attempts=6, judge=judge, max_error=0)
+    assert (np.bincount(s.texts) == 6).all() and not s.accepted.any()
+    children = np.flatnonzero(s.parents >= 0)
+    assert len(children) and len(set(s.parents[children])) == len(children)  # a failed line is taken up once
+    for c in children:
+        parent, child = s.lines[s.parents[c]], s.lines[c]
+        assert s.texts[c] == s.texts[s.parents[c]] and s.starts[c] >= s.stops[s.parents[c]]
+        shared = np.argmax(np.any(parent[: len(child)] != child[: len(parent)], axis=1))
+        assert shared > 0  # the same ink up to where the window reached the space, then fresh draws
+    unjudged = sample_batch(model, texts, np.full(2, 0.5), seed=3, candidates=2, attempts=6)
+    assert (unjudged.parents == -1).all()
+
+
 def test_sample_keeps_an_accepted_line_for_every_text_it_can():
     torch.manual_seed(0)
     model = Synthesis(TINY)
@@ -463,7 +485,7 @@ def test_sample_keeps_an_accepted_line_for_every_text_it_can():
         return judge_even(t, lines)
 
     lines = sample(model, texts, bias=0.5, seed=1, retries=3, candidates=3, judge=judge, max_error=0)
-    assert judge_even(texts, lines).tolist() == [0] * len(texts)
+    assert judge_even(texts, lines)[0].tolist() == [0] * len(texts)
     assert sum(calls) <= len(texts) * 3 * 4
 
 

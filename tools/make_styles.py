@@ -78,7 +78,8 @@ def primed_cer(writer, recognizer, offsets: np.ndarray, text: str) -> float:
     """The mean CER of PROBE_TEXTS written by the network primed with ``offsets`` (its line of ``text``),
     read as ``writemate write`` reads its lines back (Writer.judge)."""
     written = sample(writer.model, PROBE_TEXTS, bias=STYLE_BIAS, seed=0, prime=Prime(offsets, text))
-    return float(writer.judge(recognizer)(PROBE_TEXTS, written).mean())
+    errors, _ = writer.judge(recognizer)(PROBE_TEXTS, written)
+    return float(errors.mean())
 
 
 def auto_seeds(

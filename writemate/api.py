@@ -341,13 +341,15 @@ class Writer:
     def judge(self, checker) -> Judge:
         """Lines judged by their character error rate as ``checker`` (a Recognizer) reads them, by best path,
         straightened as on the page (the reading of a line near the threshold can change with its slant),
-        plus ``STRAY_MARK_ERROR`` for a line that begins with a false start."""
+        plus ``STRAY_MARK_ERROR`` for a line that begins with a false start; and where the first word
+        read wrong starts (the first word for a false start), for sampling to write on from there."""
 
-        def judge(texts: list[str], lines: list[np.ndarray]) -> np.ndarray:
+        def judge(texts: list[str], lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             strokes = [self._strokes(offsets) for offsets in lines]
-            readings = checker.read_lines([render.straighten(s) for s in strokes], beam=0)
-            cer = np.array([metrics.line_cer(t, r.text) for t, r in zip(texts, readings)])
+            readings = [r.text for r in checker.read_lines([render.straighten(s) for s in strokes], beam=0)]
+            cer = np.array([metrics.line_cer(t, r) for t, r in zip(texts, readings)])
             stray = np.array([ink.starts_with_stray_mark(s, t) for s, t in zip(strokes, texts)])
-            return cer + STRAY_MARK_ERROR * stray
+            misread = np.array([metrics.first_misread_word(t, r) for t, r in zip(texts, readings)])
+            return cer + STRAY_MARK_ERROR * stray, np.where(stray, 0, misread)
 
         return judge

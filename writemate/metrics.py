@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rapidfuzz.distance import Levenshtein
 
 
@@ -13,6 +15,16 @@ def character_errors(reference: str, hypothesis: str) -> int:
 def word_errors(reference: str, hypothesis: str) -> int:
     """The same over whitespace-separated words."""
     return Levenshtein.distance(reference.split(), hypothesis.split())
+
+
+def first_misread_word(reference: str, hypothesis: str) -> int:
+    """Where in ``reference`` the first word starts that ``hypothesis`` does not read as written (by
+    the fewest word edits), -1 when every word is read; words read after the last one count against it."""
+    words = list(re.finditer(r"\S+", reference))
+    for op in Levenshtein.opcodes([w.group() for w in words], hypothesis.split()):
+        if op.tag != "equal" and words:
+            return words[min(op.src_start, len(words) - 1)].start()
+    return -1
 
 
 def line_cer(reference: str, hypothesis: str) -> float:

@@ -581,8 +581,9 @@ def lines_ended(model: Synthesis, texts: list[str], bias: float, seed: int = 0, 
 
 
 # Judges finished lines for sampling: (their texts, their normalised offsets (T_i, 3)) -> an
-# error per line (N,), 0 for perfect; for example a recognizer's character error rate.
-Judge = Callable[[list[str], list[np.ndarray]], np.ndarray]
+# error per line (N,), 0 for perfect, for example a recognizer's character error rate; and per
+# line where in its text the first word starts that it got wrong (N,), -1 for none or unknown.
+Judge = Callable[[list[str], list[np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 # A row stalls when its window's peak has reached no new position of the text for this many points:
@@ -611,11 +612,14 @@ class Rewinds:
     """Sends rows of :func:`sample_batch` whose window stalls back a few characters (``STALL_POINTS``).
 
     Each row gets a :class:`Mark` whenever its window's peak first reaches a
-    new position; a row sent back takes up the state of an earlier mark.
+    new position (with ``stall_points``, or ``marking`` alone); a row sent back
+    takes up the state of an earlier mark, and so can a new row that goes on
+    from a finished one (:meth:`branch`).
     """
 
-    def __init__(self, rows: int, stall_points: int | None):
+    def __init__(self, rows: int, stall_points: int | None, marking: bool = False):
         self.stall_points = stall_points  # None or 0: never
+        self.marking = bool(stall_points) or marking
         self.reached = np.full(rows, -1)  # the furthest position each row's peak has reached
         self.since = np.zeros(rows, dtype=np.int64)  # points since it reached a new one
         self.counts = np.zeros(rows, dtype=np.int64)  # times each row was sent back
@@ -626,13 +630,15 @@ class Rewinds:
         a new position, and send stalled ones back, in ``stepper``, ``x`` (A, 3) and the per-row arrays.
         Returns which rows were sent back (A,) bool."""
         back = np.zeros(len(active), dtype=bool)
-        if not self.stall_points:
+        if not self.marking:
             return back
         new = peak > self.reached[active]
         self.reached[active] = np.maximum(self.reached[active], peak)
         self.since[active] = np.where(new, 0, self.since[active] + 1)
         if new.any():
             self.add(active[new], peak[new], ages[active[new]], stepper.save(new), dwell, past_end)
+        if not self.stall_points:
+            return back
         for i in np.flatnonzero((self.since[active] > self.stall_points) & (self.counts[active] < MAX_REWINDS)):
             r = active[i]
             mark = self.back(r, self.reached[r] - REWIND_CHARS)
@@ -657,6 +663,14 @@ class Rewinds:
         del marks[k + 1 :]
         return marks[k]
 
+    def branch(self, row: int, new: int, position: int) -> Mark:
+        """Row ``new`` takes up row ``row``'s marks up to its latest at or before ``position`` (else its
+        first), to go on from there; returns that mark. ``row`` must not go on itself."""
+        mark = self.back(row, position)
+        self.marks[new] = list(self.marks[row])
+        self.reached[new], self.since[new] = mark.position, 0
+        return mark
+
     def drop(self, rows) -> None:
         """Forget the marks of rows that have finished."""
         for r in rows:
@@ -675,6 +689,7 @@ class Samples:
     errors: np.ndarray  # (R,) the judge's error (0 without a judge); inf for rows stopped unfinished
     accepted: np.ndarray  # (R,) bool: ended by the rule, skipped no word, error at most max_error
     rewinds: np.ndarray  # (R,) times the row went back after its window stalled (STALL_POINTS)
+    parents: np.ndarray  # (R,) the row whose line this one took up before a misread word, else -1
     stops: np.ndarray  # (R,) the step of the batch at the row's last point
     phis: list[np.ndarray] | None = None  # window weights (T_r, U_i), if asked for
 
@@ -705,7 +720,8 @@ def sample(
     ``candidates * (1 + retries)`` lines in all, until one is accepted (see
     :func:`sample_batch`): a line stopped by the step cap has lost its place
     in the text, as has one that skipped a word, and one the ``judge`` finds
-    wrong is written again. Each text keeps its accepted line, or else, of the
+    wrong is written again (from just before the first word it got wrong, and
+    afresh). Each text keeps its accepted line, or else, of the
     lines that ran to their end, one that ended by the rule without skipping a
     word, with the lowest error, the latest on ties.
     """
@@ -765,7 +781,12 @@ def sample_batch(
     stop where they are (error inf); one that ends without being accepted is
     replaced at once by ``REPLACEMENTS`` new lines, until the text has had
     ``attempts``. So no text waits for another's rewrite, and a hard text
-    spends its attempts in few rounds.
+    spends its attempts in few rounds. When the judge names the first word a
+    line got wrong, the first of its new lines takes up that line's ink and
+    state from where the window first reached the character before that word
+    (the space), and writes on from there with fresh random draws: the words
+    before it were read right, and a line of many words rarely gets all right
+    at once (``Samples.parents``).
     """
     model.eval()
     n = len(texts)
@@ -803,7 +824,8 @@ def sample_batch(
     accepted = np.zeros(most, dtype=bool)
     ages = np.zeros(most, dtype=np.int64)  # points in each row's line so far; a rewind takes it back
     stops = np.zeros(most, dtype=np.int64)
-    rewinds = Rewinds(most, stall_points)
+    rewinds = Rewinds(most, stall_points, marking=judge is not None)
+    parents = np.full(most, -1)
     started = np.zeros(n, dtype=np.int64)  # rows started per text
     text_done = np.zeros(n, dtype=bool)  # a row of the text was accepted
     steps = 0
@@ -816,6 +838,17 @@ def sample_batch(
         np.add.at(started, which, 1)
         rows += len(which)
         return new
+
+    def go_on(r: int, word: int) -> tuple[int, Mark]:
+        """A new row that takes up finished row ``r``'s line where the window first reached the
+        character before the word at ``word`` in its text; returns it and the mark it starts from."""
+        new = start([row_text[r]])[0]
+        mark = rewinds.branch(r, new, len(prefix) + word - 1)
+        written[new, : mark.age + 1] = written[r, : mark.age + 1]
+        if return_phi:
+            window[new, : mark.age] = window[r, : mark.age]
+        ages[new], dwell[new], past_end[new], parents[new] = mark.age, mark.dwell, mark.past_end, r
+        return new, mark
 
     active = start([i for i in range(n) for _ in range(min(candidates, attempts))])  # the rows writing
     stepper = starting.take(row_text[active])
@@ -845,14 +878,14 @@ def sample_batch(
             continue
         finished = active[done]
         stops[finished] = steps
-        rewinds.drop(finished)
         lengths[finished], ended[finished] = age[done], by_rule[done]
         skipped[finished] = [ended[r] and skips_a_word(spans[row_text[r]], dwell[r]) for r in finished]
+        misread = np.full(len(finished), -1)  # where in its text each finished line's first wrong word starts
         if judge is None:
             errors[finished] = 0.0
         else:
             lines = [written[r, int(continues) : 1 + lengths[r]] for r in finished]
-            errors[finished] = judge([texts[row_text[r]] for r in finished], lines)
+            errors[finished], misread = judge([texts[row_text[r]] for r in finished], lines)
         accepted[finished] = ended[finished] & ~skipped[finished] & (errors[finished] <= max_error)  # Samples.complete
         text_done[row_text[finished[accepted[finished]]]] = True
         stopped = text_done[texts_now] & ~done  # candidates beaten by an accepted line
@@ -863,14 +896,27 @@ def sample_batch(
         active, x = active[keep], x[keep]
         stepper.keep(keep)
         again = []  # texts that start new lines in place of one that failed
-        for r in finished[~accepted[finished]]:
+        resumed = []  # (failed row, its first wrong word): the first of its new lines goes on from there
+        for r, word in zip(finished, misread):
             i = row_text[r]
-            if not text_done[i]:
-                again += [i] * min(REPLACEMENTS, attempts - started[i] - again.count(i))
+            if accepted[r] or text_done[i]:
+                continue
+            new_lines = min(REPLACEMENTS, attempts - started[i] - again.count(i) - [row_text[q] for q, _ in resumed].count(i))
+            if new_lines > 0 and word >= 0:
+                resumed.append((r, word))
+                new_lines -= 1
+            again += [i] * max(new_lines, 0)
         if again:
             active = np.concatenate([active, start(again)])
             stepper.add(starting, np.array(again))
             x = np.concatenate([x, start_x[again]])
+        for r, word in resumed:
+            new, mark = go_on(r, int(word))
+            stepper.add(starting, row_text[[new]])
+            stepper.restore(np.array([len(active)]), [a[None] for a in mark.state])
+            active = np.append(active, new)
+            x = np.concatenate([x, written[r, mark.age][None]])
+        rewinds.drop(finished)
     result = Samples(
         texts=row_text[:rows],
         starts=row_start[:rows],
@@ -880,6 +926,7 @@ def sample_batch(
         errors=errors[:rows],
         accepted=accepted[:rows],
         rewinds=rewinds.counts[:rows],
+        parents=parents[:rows],
         stops=stops[:rows],
     )
     if return_phi:

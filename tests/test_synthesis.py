@@ -349,6 +349,10 @@ def test_sampling_products_in_bfloat16_stay_close_to_float32():
     whole = affine(x)
     for rows in (3, 1, 2):  # a padded call's output rows depend on its own input rows only
         np.testing.assert_allclose(affine(x[:rows]), whole[:rows], rtol=1e-6, atol=1e-6)
+    first = affine(x[:2])
+    kept = first.copy()
+    affine(x[2:3])
+    np.testing.assert_array_equal(first, kept)  # the next call does not overwrite an output
 
 
 def test_stepper_rows_left_go_on_as_in_the_whole_batch():

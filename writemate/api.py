@@ -19,7 +19,7 @@ import numpy as np
 from writemate import alphabet, checkpoint, ink, loading, metrics, render
 from writemate.errors import WritemateError
 from writemate.models import mdn
-from writemate.models.synthesis import Judge, Prime, Synthesis, SynthesisConfig, sample
+from writemate.models.synthesis import Judge, Prime, Progress, Synthesis, SynthesisConfig, sample
 
 STYLES_FILE = "styles.json"
 STYLE_BIAS = 0.75  # the bias styles are chosen at (tools/make_styles.py), when styles.json gives none
@@ -197,6 +197,56 @@ def read_prime_file(path: Path) -> list[np.ndarray]:
     return strokes
 
 
+# Called while a page is written, with (page line, new points (K, 3): x and y in mm from where the
+# line's pen first touched, y down, and 1 where the pen lifts after the point; restart): restart
+# means the points shown so far for that line are dropped, because another copy of it is shown.
+Watch = Callable[[int, np.ndarray, bool], None]
+LIVE_EVERY = 4  # steps between updates of Watch: a few ms, smooth to the eye
+
+
+class LiveLines:
+    """Shows a batch of lines as :func:`synthesis.sample_batch` writes them (its ``watch``).
+
+    Each line is written by several copies at once; one copy per line is
+    shown: the first still writing, until one is accepted. When the shown
+    copy ends without being accepted, or another is accepted, that one is
+    shown from its start instead.
+    """
+
+    def __init__(self, page_lines: list[int], stats: ink.OffsetStats, watch: Watch):
+        self.page_lines = page_lines  # the page line of each text of the batch
+        self.stats = stats
+        self.watch = watch
+        self.shown: dict[int, int] = {}  # text -> the row shown
+        self.sent: dict[int, tuple[int, np.ndarray]] = {}  # row -> (points sent, pen position in mm)
+        self.calls = 0
+
+    def __call__(self, progress: Progress) -> None:
+        self.calls += 1
+        if len(progress.active) and self.calls % LIVE_EVERY:
+            return
+        best = {}  # text -> the row to show: its accepted row, else its first row still writing
+        for r in progress.active[::-1].tolist():
+            best[int(progress.texts[r])] = r
+        for r in np.flatnonzero(progress.accepted).tolist():
+            best[int(progress.texts[r])] = r
+        for i, page_line in enumerate(self.page_lines):
+            row, restart = self.shown.get(i), False
+            if i in best and row != best[i] and not (row is not None and progress.accepted[row]):
+                restart, row = row is not None, best[i]
+                self.shown[i], self.sent[row] = row, (0, np.zeros(2))
+            if row is None:
+                continue
+            sent, pen = self.sent[row]
+            new = progress.line(row)[sent:]
+            if not len(new) and not restart:
+                continue
+            offsets = ink.denormalise(new, self.stats)
+            points = pen + np.cumsum(offsets[:, :2], axis=0) / render.UNITS_PER_MM
+            self.sent[row] = (sent + len(new), points[-1] if len(points) else pen)
+            self.watch(page_line, np.column_stack([points, offsets[:, 2]]), restart)
+
+
 class Writer:
     """A ready synthesis model with its styles. Make one with ``writemate.load()``."""
 
@@ -258,6 +308,7 @@ class Writer:
         progress: Callable[[int], None] | None = None,
         retries: int = RETRIES,
         check: bool = True,
+        watch: Watch | None = None,
     ) -> Handwriting:
         """Write ``text`` (any length: it is wrapped to ``width`` characters a line).
 
@@ -276,6 +327,7 @@ class Writer:
         ``MAX_LINE_CER`` is kept (slower: on the 2-core machine a 20-line page
         took 4.8-6.1 s instead of 4.1-4.9 s, docs/synthesis.md); below bias
         ``LOW_BIAS``, ``LOW_BIAS_CANDIDATES`` and ``LOW_BIAS_MAX_CER`` (:func:`selection`).
+        ``watch`` (see :data:`Watch`) is shown each line's points as they are written.
         """
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)
@@ -290,7 +342,7 @@ class Writer:
         lines = render.wrap(text, width)
         started = time.perf_counter()
         checker = self._checker() if check else None
-        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries, checker)
+        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries, checker, watch)
         page = page or render.PageStyle()
         placed = render.place_lines(strokes_per_line, page)
         meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
@@ -310,6 +362,7 @@ class Writer:
         progress: Callable[[int], None] | None,
         retries: int,
         checker,
+        watch: Watch | None = None,
     ) -> list[list[np.ndarray]]:
         """Strokes (whiteboard units) per line; blank lines get none."""
         todo = [i for i, line in enumerate(lines) if line.strip()]
@@ -328,6 +381,7 @@ class Writer:
                 candidates=candidates if judge else 1,
                 judge=judge,
                 max_error=max_error,
+                watch=LiveLines(chunk, self.stats, watch) if watch else None,
             )
             for i, offsets in zip(chunk, sampled):
                 out[i] = self._strokes(offsets)

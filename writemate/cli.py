@@ -297,6 +297,26 @@ def _line_progress(total: int):
     return bar.update
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from writemate import loading
+    from writemate.server import create_app
+
+    if not 0 < args.port < 65536:
+        raise WritemateError(f"--port must be between 1 and 65535, not {args.port}")
+    print("writemate: loading the models...", file=sys.stderr)
+    writer = loading.load(args.model, family="synthesis")
+    recognizer = loading.load("recognizer") if "recognizer" in loading.bundled() else None
+    app = create_app(writer, recognizer)
+    print(f"Writemate Studio: http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops it)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except SystemExit as e:  # uvicorn exits when it cannot listen (port in use)
+        raise WritemateError(f"cannot serve on {args.host}:{args.port} (is the port in use?)") from e
+    return 0
+
+
 def cmd_evaluate_synthesis(args) -> int:
     from writemate import evaluate, loading
 
@@ -402,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=Path, help="also write a PNG showing every style")
     p.add_argument("--seed", type=whole_number, default=0)
     p.set_defaults(func=cmd_styles)
+
+    p = sub.add_parser("serve", help="start Writemate Studio, a local web page to write, draw and read handwriting")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", default="synthesis", help="bundled synthesis model name or model folder")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="measure a trained model on your copy of a dataset")
     targets = p.add_subparsers(dest="target", required=True)

@@ -705,6 +705,23 @@ class Samples:
         return self.ended & ~self.skipped
 
 
+@dataclass
+class Progress:
+    """What :func:`sample_batch` has written so far, handed to its ``watch`` after every step, to
+    show lines as they are written. The arrays are the sampler's own, valid during the call only."""
+
+    active: np.ndarray  # (A,) the rows writing now
+    texts: np.ndarray  # (R,) the text of every row started so far
+    accepted: np.ndarray  # (R,) bool: the row was accepted (the text's other rows stopped)
+    ages: np.ndarray  # (R,) points in each row's line so far
+    written: np.ndarray  # (R, T, 3) each row's points; see line()
+    primed: bool
+
+    def line(self, row: int) -> np.ndarray:
+        """Row ``row``'s normalised offsets so far (T_r, 3), as :class:`Samples` will hold them."""
+        return self.written[row, int(self.primed) : 1 + self.ages[row]]
+
+
 def sample(
     model: Synthesis,
     texts: list[str],
@@ -718,6 +735,7 @@ def sample(
     judge: Judge | None = None,
     max_error: float = 0.0,
     stall_points: int | None = STALL_POINTS,
+    watch: Callable[[Progress], None] | None = None,
 ):
     """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
     the first row where the pen starts (and, with ``return_phi``, each line's window weights).
@@ -733,7 +751,8 @@ def sample(
     """
     biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
     batch = sample_batch(
-        model, texts, biases, seed, prime, steps_per_char, return_phi, candidates, candidates * (1 + retries), judge, max_error, stall_points
+        model, texts, biases, seed, prime, steps_per_char, return_phi, candidates, candidates * (1 + retries), judge, max_error, stall_points,
+        watch,
     )
     lines: list = [None] * len(texts)
     phis: list = [None] * len(texts)
@@ -767,6 +786,7 @@ def sample_batch(
     judge: Judge | None = None,
     max_error: float = 0.0,
     stall_points: int | None = STALL_POINTS,
+    watch: Callable[[Progress], None] | None = None,
 ) -> Samples:
     """Write every text of ``texts`` as one batch, ``biases`` (N,) one per text.
 
@@ -860,6 +880,8 @@ def sample_batch(
     stepper = starting.take(row_text[active])
     x = start_x[row_text[active]]
     while len(active):
+        if watch is not None:
+            watch(Progress(active, row_text[:rows], accepted[:rows], ages[:rows], written[:rows], continues))
         texts_now = row_text[active]
         y, phi = stepper.step(x)  # (A, 1 + 6M), (A, U + 1) for the A active rows
         x = mdn.sample(y, biases[texts_now], rng)  # (A, 3)
@@ -923,6 +945,8 @@ def sample_batch(
             active = np.append(active, new)
             x = np.concatenate([x, written[r, mark.age][None]])
         rewinds.drop(finished)
+    if watch is not None:
+        watch(Progress(active, row_text[:rows], accepted[:rows], ages[:rows], written[:rows], continues))
     result = Samples(
         texts=row_text[:rows],
         starts=row_start[:rows],

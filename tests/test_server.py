@@ -1,0 +1,116 @@
+"""Writemate Studio's API, in-process on tiny random models (no server, no browser)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx2")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from writemate import loading, server  # noqa: E402
+from writemate.recognize import Recognizer  # noqa: E402
+
+
+@pytest.fixture
+def client(tiny_writer_dir, tiny_recognizer_dir):
+    writer = loading.load(tiny_writer_dir)
+    app = server.create_app(writer, Recognizer.from_folder(tiny_recognizer_dir))
+    with TestClient(app) as c:
+        yield c
+
+
+def drawn_line(points=60):
+    xs = np.linspace(0, 300, points)
+    return [[[float(x), float(40 * np.sin(x / 20)), float(i * 8)] for i, x in enumerate(xs)]]
+
+
+def events_of(response):
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def test_page_styles_and_openapi(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    styles = client.get("/api/styles").json()
+    assert [s["id"] for s in styles["styles"]] == [1, 2]
+    assert styles["defaults"]["bias"] == 0.75 and styles["limits"]["max_text_chars"] == server.MAX_TEXT_CHARS
+    preview = client.get("/api/styles/1/preview.svg")
+    assert preview.status_code == 200 and preview.headers["content-type"].startswith("image/svg+xml")
+    assert "<path" in preview.text
+    assert client.get("/api/styles/7/preview.svg").status_code == 404
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/styles", "/api/write", "/api/write/stream", "/api/read"} <= set(paths)
+
+
+def test_write_as_svg_png_and_json_is_deterministic(client):
+    body = {"text": "hello there\nbye", "style": 1, "bias": 1.0, "seed": 3, "color": "#aa0000", "stroke_width": 0.8}
+    svg = client.post("/api/write", json=body)
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert 'stroke="#aa0000"' in svg.text and 'stroke-width="0.8"' in svg.text
+    assert client.post("/api/write", json=body).text == svg.text  # same seed, same page
+    png = client.post("/api/write?format=png", json=body)
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    strokes = client.post("/api/write?format=json", json=body).json()
+    assert [line["text"] for line in strokes["lines"]] == ["hello there", "bye"]
+
+
+def test_stream_sends_points_while_writing_then_the_page(client):
+    body = {"text": "hello there\n\nbye now", "seed": 2}
+    response = client.post("/api/write/stream", json=body)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/x-ndjson")
+    events = events_of(response)
+    assert events[0] == {"event": "start", "lines": 3, "line_height": 12.0, "margin": 10.0}
+    assert events[-1]["event"] == "page"
+    points = [e for e in events if e["event"] == "points"]
+    assert len(points) > 2 and {e["line"] for e in points} == {0, 2}  # the blank line has no ink
+    assert events[-1]["svg"] == client.post("/api/write", json=body).text  # the page streamed is the page written
+    for e in points:
+        assert np.asarray(e["points"]).shape[1] == 3
+
+
+def test_write_in_my_hand_and_read(client):
+    read = client.post("/api/read", json={"strokes": drawn_line()})
+    assert read.status_code == 200 and isinstance(read.json()["text"], str)
+    body = {"text": "more of it", "seed": 1, "prime": {"strokes": drawn_line(), "text": "my line"}}
+    assert "<path" in client.post("/api/write", json=body).text
+    events = events_of(client.post("/api/write/stream", json=body))
+    assert events[-1]["event"] == "page"
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"text": "caf\u00e9 \u2603"}, 400, "cannot write 2 character(s)"),
+        ({"text": ""}, 422, "text"),
+        ({"text": "x" * (server.MAX_TEXT_CHARS + 1)}, 422, "at most 2000 characters"),
+        ({"text": "hi", "style": 9}, 400, "no style 9"),
+        ({"text": "hi", "bias": -1}, 422, "bias"),
+        ({"text": "hi", "color": "red;<script>"}, 422, "color"),
+        ({"text": "hi", "prime": {"strokes": [], "text": "x"}}, 400, "no points"),
+        ({"text": "hi", "prime": {"strokes": [[[0, 0]] * (server.MAX_POINTS + 1)], "text": "x"}}, 400, "at most"),
+        ({"text": "hi", "prime": {"strokes": drawn_line(), "text": "\u2603"}}, 400, "cannot write"),
+    ],
+)
+def test_bad_requests_get_clear_4xx_errors(client, body, status, message):
+    for url in ("/api/write", "/api/write/stream"):
+        response = client.post(url, json=body)
+        assert response.status_code == status, response.text
+        assert message in response.json()["detail"]
+
+
+def test_limits_on_the_request_itself(client):
+    big = {"text": "hi", "prime": {"strokes": drawn_line(40_000), "text": "x"}}
+    response = client.post("/api/write", content=json.dumps(big), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+    assert client.post("/api/read", content=b"{", headers={"content-type": "application/json"}).status_code == 422
+    assert client.post("/api/read", json={"strokes": [[[0, "x"]]]}).status_code == 422
+    assert client.post("/api/read", json={"strokes": []}).status_code == 400
+    assert client.get("/static/%2e%2e/server.py").status_code == 404  # no paths outside the page's folder
+
+
+def test_read_without_a_recognizer(tiny_writer_dir):
+    with TestClient(server.create_app(loading.load(tiny_writer_dir), None)) as c:
+        response = c.post("/api/read", json={"strokes": drawn_line()})
+    assert response.status_code == 503 and "no recognizer" in response.json()["detail"]

@@ -242,3 +242,33 @@ def test_write_check_option(tiny_writer_dir, tmp_path):
     out.unlink()
     assert cli.main(["write", "Hi there", "-o", str(out), "--model", str(tiny_writer_dir), "--no-check"]) == 0
     assert out.stat().st_size > 100
+
+
+def test_live_lines_show_one_copy_per_line_and_switch_when_it_fails():
+    from writemate.models.synthesis import Progress
+
+    stats = ink.OffsetStats(0.0, 0.0, 1.0, 1.0)
+    shown = []
+    live = api.LiveLines([5], stats, lambda line, points, restart: shown.append((line, points, restart)))
+    written = np.zeros((3, 20, 3), dtype=np.float32)
+    written[:, 1:, 0] = api.render.UNITS_PER_MM * np.arange(1, 4)[:, None]  # row r moves r + 1 mm a point
+    ages = np.zeros(3, dtype=np.int64)
+    accepted = np.zeros(3, dtype=bool)
+
+    def step(active, texts=np.zeros(3, dtype=np.int64)):
+        ages[active] += 1
+        for _ in range(api.LIVE_EVERY):
+            live(Progress(np.asarray(active), texts, accepted, ages, written, primed=False))
+
+    step([0, 1])
+    step([0, 1])
+    assert [(line, restart) for line, _, restart in shown] == [(5, False), (5, False)]
+    np.testing.assert_allclose(np.concatenate([p for _, p, _ in shown])[:, 0], [0, 1, 2])  # row 0 from its first point
+    shown.clear()
+    step([1])  # row 0 ended without being accepted: row 1 from its start
+    assert shown[0][2] and len(shown) == 1
+    np.testing.assert_allclose(shown[0][1][:, 0], [0, 2, 4, 6])
+    shown.clear()
+    accepted[1] = True
+    step([2])  # row 1 accepted: it stays, whatever else writes
+    assert shown == []

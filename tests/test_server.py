@@ -15,8 +15,7 @@ from writemate.recognize import Recognizer  # noqa: E402
 
 @pytest.fixture
 def client(tiny_writer_dir, tiny_recognizer_dir):
-    writer = loading.load(tiny_writer_dir)
-    app = server.create_app(writer, Recognizer.from_folder(tiny_recognizer_dir))
+    app = server.create_app(lambda: (loading.load(tiny_writer_dir), Recognizer.from_folder(tiny_recognizer_dir)))
     with TestClient(app) as c:
         yield c
 
@@ -111,6 +110,6 @@ def test_limits_on_the_request_itself(client):
 
 
 def test_read_without_a_recognizer(tiny_writer_dir):
-    with TestClient(server.create_app(loading.load(tiny_writer_dir), None)) as c:
+    with TestClient(server.create_app(lambda: (loading.load(tiny_writer_dir), None))) as c:
         response = c.post("/api/read", json={"strokes": drawn_line()})
     assert response.status_code == 503 and "no recognizer" in response.json()["detail"]

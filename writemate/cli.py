@@ -300,15 +300,14 @@ def _line_progress(total: int):
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from writemate import loading
-    from writemate.server import create_app
+    from functools import partial
+
+    from writemate.server import bundled_models, create_app
 
     if not 0 < args.port < 65536:
         raise WritemateError(f"--port must be between 1 and 65535, not {args.port}")
     print("writemate: loading the models...", file=sys.stderr)
-    writer = loading.load(args.model, family="synthesis")
-    recognizer = loading.load("recognizer") if "recognizer" in loading.bundled() else None
-    app = create_app(writer, recognizer)
+    app = create_app(partial(bundled_models, args.model))
     print(f"Writemate Studio: http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops it)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -8,8 +8,12 @@
     POST /api/read                     what the recognizer reads in drawn strokes
 
 The framework documents the API at /docs (OpenAPI at /openapi.json).
-Sampling and reading run in worker threads, one at a time (the network
-uses both cores), so the page and the API stay responsive while they run.
+Loading, sampling and reading all run in one worker thread, one request at a
+time (the network uses both cores), so the page and the API stay responsive
+while they run. One thread, because PyTorch run from two threads of a
+process was slower in both: a 30-character line took 0.9-1.4 s in a worker
+thread once the main thread had used torch (or only loaded the models),
+against 0.5-0.8 s when one thread did everything.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -26,7 +31,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from writemate import api, render
 from writemate.errors import WritemateError
@@ -77,15 +81,18 @@ def ink_arrays(ink: DrawnInk) -> list[np.ndarray]:
 
 
 class Studio:
-    """The models behind the page, used by one request at a time."""
+    """The models behind the page, loaded and used in one worker thread, one request at a time."""
 
-    def __init__(self, writer: api.Writer, recognizer=None):
-        self.writer = writer
-        self.recognizer = recognizer
-        if recognizer is not None and writer.checker is None and writer.bundled:
-            writer.checker = recognizer  # one copy of the bundled recognizer for reading and checking
-        self.lock = threading.Lock()
+    def __init__(self, load: Callable[[], tuple[api.Writer, object]]):
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="writemate-studio")
+        self.writer, self.recognizer = self.worker.submit(load).result()
+        if self.recognizer is not None and self.writer.checker is None and self.writer.bundled:
+            self.writer.checker = self.recognizer  # one copy of the bundled recognizer, to read and to check
         self.previews: dict[int, str] = {}
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in the worker thread, after the requests before it."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
 
     def check(self, request: WriteRequest) -> list[str]:
         """The page's lines; WritemateError for text or a style it cannot write, before any sampling."""
@@ -99,44 +106,45 @@ class Studio:
 
     def write(self, request: WriteRequest, watch: api.Watch | None = None) -> api.Handwriting:
         prime = request.prime
-        with self.lock:
-            return self.writer.write(
-                request.text,
-                style=None if prime else request.style,
-                bias=request.bias,
-                seed=request.seed,
-                width=request.width,
-                prime_strokes=ink_arrays(prime) if prime else None,
-                prime_text=prime.text if prime else None,
-                page=render.PageStyle(stroke_width=request.stroke_width, color=request.color),
-                watch=watch,
-            )
+        return self.writer.write(
+            request.text,
+            style=None if prime else request.style,
+            bias=request.bias,
+            seed=request.seed,
+            width=request.width,
+            prime_strokes=ink_arrays(prime) if prime else None,
+            prime_text=prime.text if prime else None,
+            page=render.PageStyle(stroke_width=request.stroke_width, color=request.color),
+            watch=watch,
+        )
 
     def preview(self, style_id: int) -> str:
         if style_id not in self.previews:
             style = self.writer.style(style_id)
-            with self.lock:
-                page = self.writer.write(style.sample_text, style=style_id, bias=style.bias, seed=PREVIEW_SEED)
+            page = self.writer.write(style.sample_text, style=style_id, bias=style.bias, seed=PREVIEW_SEED)
             self.previews[style_id] = page.to_svg()
         return self.previews[style_id]
 
     def read(self, ink: DrawnInk) -> str:
         if self.recognizer is None:
             raise HTTPException(503, "no recognizer is installed to read ink")
-        strokes = ink_arrays(ink)
-        with self.lock:
-            return self.recognizer.read(strokes)
+        return self.recognizer.read(ink_arrays(ink))
 
 
-def create_app(writer: api.Writer | None = None, recognizer=None) -> FastAPI:
-    """The Studio app over ``writer`` and ``recognizer`` (default: the bundled models)."""
+def bundled_models(model: str = "synthesis") -> tuple[api.Writer, object]:
+    """The synthesis model ``model`` (a bundled name or a folder) and the bundled recognizer if
+    installed, warmed up (the first sampling in a process times its products, ``pad_small_rows``)."""
     from writemate import loading
 
-    if writer is None:
-        writer = loading.load()
-        if recognizer is None and "recognizer" in loading.bundled():
-            recognizer = loading.load("recognizer")
-    studio = Studio(writer, recognizer)
+    writer = loading.load(model, family="synthesis")
+    recognizer = loading.load("recognizer") if "recognizer" in loading.bundled() else None
+    writer.write("warm up", check=False)
+    return writer, recognizer
+
+
+def create_app(load: Callable[[], tuple[api.Writer, object]] = bundled_models) -> FastAPI:
+    """The Studio app over the models ``load()`` returns: a Writer and a Recognizer (or None)."""
+    studio = Studio(load)
     app = FastAPI(title="Writemate Studio", summary="Write text as handwriting, and read handwriting back.")
     app.state.studio = studio
 
@@ -177,13 +185,13 @@ def create_app(writer: api.Writer | None = None, recognizer=None) -> FastAPI:
     async def preview(style_id: int):
         if style_id not in {s.id for s in studio.writer.styles}:
             raise HTTPException(404, f"no style {style_id}")
-        svg = await run_in_threadpool(studio.preview, style_id)
+        svg = await studio.run(studio.preview, style_id)
         return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/write", response_class=Response, responses={200: {"content": {"image/svg+xml": {}, "image/png": {}, "application/json": {}}}})
     async def write(request: WriteRequest, format: Literal["svg", "png", "json"] = Query("svg")):
         studio.check(request)
-        page = await run_in_threadpool(studio.write, request)
+        page = await studio.run(studio.write, request)
         if format == "png":
             return Response(page.to_png(), media_type="image/png")
         if format == "json":
@@ -225,7 +233,7 @@ def create_app(writer: api.Writer | None = None, recognizer=None) -> FastAPI:
         async def events():
             style = render.PageStyle()
             yield json.dumps({"event": "start", "lines": len(lines), "line_height": style.line_height, "margin": style.margin}) + "\n"
-            loop.run_in_executor(None, run)
+            loop.run_in_executor(studio.worker, run)
             try:
                 while (event := await queue.get()) is not None:
                     yield json.dumps(event) + "\n"
@@ -236,6 +244,6 @@ def create_app(writer: api.Writer | None = None, recognizer=None) -> FastAPI:
 
     @app.post("/api/read")
     async def read(ink: DrawnInk) -> dict:
-        return {"text": await run_in_threadpool(studio.read, ink)}
+        return {"text": await studio.run(studio.read, ink)}
 
     return app

@@ -33,7 +33,7 @@ def test_page_styles_and_openapi(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     styles = client.get("/api/styles").json()
-    assert [s["id"] for s in styles["styles"]] == [1, 2]
+    assert [s["id"] for s in styles["styles"]] == [0, 1]
     assert styles["defaults"]["bias"] == 0.75 and styles["limits"]["max_text_chars"] == server.MAX_TEXT_CHARS
     preview = client.get("/api/styles/1/preview.svg")
     assert preview.status_code == 200 and preview.headers["content-type"].startswith("image/svg+xml")

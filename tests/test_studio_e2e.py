@@ -1,28 +1,18 @@
 """Writemate Studio end to end: a real server on 127.0.0.1 and Debian's Chromium, headless, driven by
 Playwright, on tiny random models. Screenshots go to test-artifacts/studio/ (kept by CI)."""
 
-import shutil
-import socket
-import threading
-import time
+import sys
 from pathlib import Path
 
 import pytest
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the Studio's browser test needs playwright (pip install playwright)")
-uvicorn = pytest.importorskip("uvicorn")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's Chromium (apt-get install chromium); .ci/run installs it")
+pytest.importorskip("uvicorn")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from studio_screenshots import Server, chromium_path, launch  # noqa: E402
+
+pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs Debian's Chromium (apt-get install chromium); .ci/run installs it")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "studio"
-# As root and on a closed network Chromium needs these (the machine's notes): no sandbox, no background connections.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -31,23 +21,14 @@ def base_url(tiny_writer_dir, tiny_recognizer_dir):
     from writemate.recognize import Recognizer
 
     app = server.create_app(lambda: (loading.load(tiny_writer_dir), Recognizer.from_folder(tiny_recognizer_dir)))
-    port = free_port()
-    httpd = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=httpd.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not httpd.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert httpd.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}"
-    httpd.should_exit = True
-    thread.join(timeout=10)
+    with Server(app) as running:
+        yield running.url
 
 
 @pytest.fixture
 def browser():
     with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = launch(p)
         yield chromium
         chromium.close()
 

@@ -5,6 +5,7 @@
 Starts the Studio on 127.0.0.1, drives Debian's Chromium headless with
 Playwright (as the end-to-end test does), writes the text, waits for the
 page, and saves studio-desktop.png (1280x800) and studio-phone.png (390x844).
+It prints how long after pressing Write the first stroke showed and the page was done.
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ def main() -> None:
             page.goto(server.url)
             page.fill("#text", args.text)
             page.click(f'#style-picker [data-style="{args.style}"]')
+            started = time.perf_counter()
             page.click("#write")
+            page.wait_for_selector("#output path", timeout=120_000)
+            first = time.perf_counter() - started
             page.wait_for_selector("#output[data-state=done]", timeout=120_000)
+            print(f"{name}: first stroke on the page {first:.2f} s after Write, page done {time.perf_counter() - started:.2f} s")
             page.wait_for_timeout(500)
             page.screenshot(path=str(args.out / f"studio-{name}.png"), full_page=name == "phone")
         browser.close()

@@ -306,7 +306,7 @@ def cmd_serve(args) -> int:
 
     if not 0 < args.port < 65536:
         raise WritemateError(f"--port must be between 1 and 65535, not {args.port}")
-    print("writemate: loading the models...", file=sys.stderr)
+    print("writemate: loading the models and writing the style previews...", file=sys.stderr)
     app = create_app(partial(bundled_models, args.model))
     print(f"Writemate Studio: http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops it)", flush=True)
     try:

@@ -89,6 +89,8 @@ class Studio:
         if self.recognizer is not None and self.writer.checker is None and self.writer.bundled:
             self.writer.checker = self.recognizer  # one copy of the bundled recognizer, to read and to check
         self.previews: dict[int, str] = {}
+        # Written now (about 0.8 s a style), so that the page's first write does not wait behind them.
+        self.worker.submit(lambda: [self.preview(style.id) for style in self.writer.styles]).result()
 
     async def run(self, fn, *args):
         """``fn(*args)`` in the worker thread, after the requests before it."""

@@ -67,6 +67,9 @@ def test_stream_sends_points_while_writing_then_the_page(client):
     assert events[-1]["svg"] == client.post("/api/write", json=body).text  # the page streamed is the page written
     for e in points:
         assert np.asarray(e["points"]).shape[1] == 3
+    for line in (0, 2):
+        first = next(e for e in points if e["line"] == line)
+        assert first["points"][0][:2] == [0, 0]  # a line's points are in mm from where its pen first touched
 
 
 def test_write_in_my_hand_and_read(client):
@@ -76,6 +79,8 @@ def test_write_in_my_hand_and_read(client):
     assert "<path" in client.post("/api/write", json=body).text
     events = events_of(client.post("/api/write/stream", json=body))
     assert events[-1]["event"] == "page"
+    first = next(e for e in events if e["event"] == "points")
+    assert first["points"][0][:2] == [0, 0]  # primed too: not the move from the primed line's end
 
 
 @pytest.mark.parametrize(

@@ -242,6 +242,8 @@ class LiveLines:
             if not len(new) and not restart:
                 continue
             offsets = ink.denormalise(new, self.stats)
+            if sent == 0:
+                offsets[0, :2] = 0  # primed, the move from the primed line's end: the line starts where the pen touches
             points = pen + np.cumsum(offsets[:, :2], axis=0) / render.UNITS_PER_MM
             self.sent[row] = (sent + len(new), points[-1] if len(points) else pen)
             self.watch(page_line, np.column_stack([points, offsets[:, 2]]), restart)

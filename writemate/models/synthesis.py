@@ -925,15 +925,17 @@ def sample_batch(
         stepper.keep(keep)
         again = []  # texts that start new lines in place of one that failed
         resumed = []  # (failed row, its first wrong word): the first of its new lines goes on from there
+        planned = np.zeros(n, dtype=np.int64)  # new lines per text so far in this step
         for r, word in zip(finished, misread):
             i = row_text[r]
             if accepted[r] or text_done[i]:
                 continue
-            new_lines = min(REPLACEMENTS, attempts - started[i] - again.count(i) - [row_text[q] for q, _ in resumed].count(i))
-            if new_lines > 0 and word >= 0:
+            new_lines = max(min(REPLACEMENTS, attempts - started[i] - planned[i]), 0)
+            planned[i] += new_lines
+            if new_lines and word >= 0:
                 resumed.append((r, word))
                 new_lines -= 1
-            again += [i] * max(new_lines, 0)
+            again += [i] * new_lines
         if again:
             active = np.concatenate([active, start(again)])
             stepper.add(starting, np.array(again))

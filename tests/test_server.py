@@ -118,3 +118,17 @@ def test_read_without_a_recognizer(tiny_writer_dir):
     with TestClient(server.create_app(lambda: (loading.load(tiny_writer_dir), None))) as c:
         response = c.post("/api/read", json={"strokes": drawn_line()})
     assert response.status_code == 503 and "no recognizer" in response.json()["detail"]
+
+
+def test_serve_refuses_a_busy_or_bad_port_before_loading_anything(capsys):
+    import socket
+
+    from writemate import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert cli.main(["serve", "--port", str(busy.getsockname()[1])]) == 2
+    assert "cannot serve on 127.0.0.1" in capsys.readouterr().err
+    assert cli.main(["serve", "--port", "70000"]) == 2
+    assert "--port must be between 1 and 65535" in capsys.readouterr().err

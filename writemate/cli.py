@@ -300,12 +300,18 @@ def _line_progress(total: int):
 def cmd_serve(args) -> int:
     import uvicorn
 
+    import socket
     from functools import partial
 
     from writemate.server import bundled_models, create_app
 
     if not 0 < args.port < 65536:
         raise WritemateError(f"--port must be between 1 and 65535, not {args.port}")
+    with socket.socket() as probe:  # fail now, not after loading the models
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            raise WritemateError(f"cannot serve on {args.host}:{args.port}: {e.strerror}") from e
     print("writemate: loading the models and writing the style previews...", file=sys.stderr)
     app = create_app(partial(bundled_models, args.model))
     print(f"Writemate Studio: http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops it)", flush=True)

@@ -72,6 +72,23 @@ def test_stream_sends_points_while_writing_then_the_page(client):
         assert first["points"][0][:2] == [0, 0]  # a line's points are in mm from where its pen first touched
 
 
+def test_requests_at_once_each_get_their_own_page(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["one", "two lines\nhere", "three", "four"]
+
+    def write(text):
+        events = events_of(client.post("/api/write/stream", json={"text": text, "seed": 1}))
+        page = client.post("/api/write?format=json", json={"text": text, "seed": 1}).json()
+        return events[-1]["svg"], [line["text"] for line in page["lines"]]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(write, texts))
+    for text, (svg, lines) in zip(texts, results):
+        assert lines == text.split("\n")
+        assert svg == client.post("/api/write", json={"text": text, "seed": 1}).text
+
+
 def test_write_in_my_hand_and_read(client):
     read = client.post("/api/read", json={"strokes": drawn_line()})
     assert read.status_code == 200 and isinstance(read.json()["text"], str)

@@ -41,6 +41,8 @@ MAX_PRIME_TEXT_CHARS = 200  # the text of one drawn line
 MAX_POINTS = 20_000  # points in drawn ink: a minute of pen movement at 300 points a second
 MAX_BODY_BYTES = 1_000_000
 PREVIEW_SEED = 0
+PREVIEW_TEXT = "quick brown fox"  # short, so that it reads at the size of a style card
+PREVIEW_PAGE = render.PageStyle(margin=1.0, line_height=8.0)  # the ink and little else
 Point = list[float]  # [x, y] or [x, y, t]: t (ms) is kept by the page but not needed here
 
 
@@ -123,7 +125,7 @@ class Studio:
     def preview(self, style_id: int) -> str:
         if style_id not in self.previews:
             style = self.writer.style(style_id)
-            page = self.writer.write(style.sample_text, style=style_id, bias=style.bias, seed=PREVIEW_SEED)
+            page = self.writer.write(PREVIEW_TEXT, style=style_id, bias=style.bias, seed=PREVIEW_SEED, page=PREVIEW_PAGE)
             self.previews[style_id] = page.to_svg()
         return self.previews[style_id]
 

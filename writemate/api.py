@@ -331,6 +331,28 @@ class Writer:
         ``LOW_BIAS``, ``LOW_BIAS_CANDIDATES`` and ``LOW_BIAS_MAX_CER`` (:func:`selection`).
         ``watch`` (see :data:`Watch`) is shown each line's points as they are written.
         """
+        lines, prime = self.plan(text, style, bias, seed, width, prime_strokes, prime_text, replace_unknown)
+        started = time.perf_counter()
+        checker = self._checker() if check else None
+        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries, checker, watch)
+        page = page or render.PageStyle()
+        placed = render.place_lines(strokes_per_line, page)
+        meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
+        return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
+
+    def plan(
+        self,
+        text: str,
+        style: int | None = None,
+        bias: float = 0.75,
+        seed: int = 0,
+        width: int = 45,
+        prime_strokes: list[np.ndarray] | None = None,
+        prime_text: str | None = None,
+        replace_unknown: bool = False,
+    ) -> tuple[list[str], Prime | None]:
+        """The lines :meth:`write` writes and the primed line it starts from, for the same arguments;
+        raises what it raises for input it cannot write (AlphabetError, WritemateError), before any sampling."""
         text = prepare_text(text, replace_unknown)
         mdn.check_bias_and_seed(bias, seed)
         prime = None
@@ -341,14 +363,7 @@ class Writer:
             prime = Prime(user_ink_to_offsets(prime_strokes, prime_text, self.stats), prime_text)
         elif style is not None:
             prime = self.style(style).prime
-        lines = render.wrap(text, width)
-        started = time.perf_counter()
-        checker = self._checker() if check else None
-        strokes_per_line = self._sample_lines(lines, bias, seed, prime, progress, retries, checker, watch)
-        page = page or render.PageStyle()
-        placed = render.place_lines(strokes_per_line, page)
-        meta = {"style": style, "bias": bias, "seed": seed, "seconds": round(time.perf_counter() - started, 3)}
-        return Handwriting(texts=lines, lines=placed, page=page, meta=meta)
+        return render.wrap(text, width), prime
 
     def _checker(self):
         if self.checker is None and self.bundled and "recognizer" in loading.bundled():

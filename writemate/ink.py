@@ -72,7 +72,8 @@ def starts_with_stray_mark(strokes: list[np.ndarray], text: str) -> bool:
     strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in strokes if len(s)]
     if len(strokes) < 2 or len(text) < 2 or not text[:2].isalnum():
         return False
-    char_width = np.ptp(np.concatenate(strokes)[:, 0]) / len(text)
+    x0, _, x1, _ = bounding_box(strokes)
+    char_width = (x1 - x0) / len(text)
     first, rest = strokes[0], np.concatenate(strokes[1:])
     size = np.ptp(first, axis=0).max()
     gap = rest[:, 0].min() - first[:, 0].max()

@@ -82,6 +82,20 @@ def ink_arrays(ink: DrawnInk) -> list[np.ndarray]:
     return strokes
 
 
+def write_arguments(request: WriteRequest) -> dict:
+    """A write request as the arguments of ``Writer.write`` and ``Writer.plan``."""
+    prime = request.prime
+    return {
+        "text": request.text,
+        "style": None if prime else request.style,
+        "bias": request.bias,
+        "seed": request.seed,
+        "width": request.width,
+        "prime_strokes": ink_arrays(prime) if prime else None,
+        "prime_text": prime.text if prime else None,
+    }
+
+
 class Studio:
     """The models behind the page, loaded and used in one worker thread, one request at a time."""
 
@@ -99,28 +113,13 @@ class Studio:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
 
     def check(self, request: WriteRequest) -> list[str]:
-        """The page's lines; WritemateError for text or a style it cannot write, before any sampling."""
-        text = api.prepare_text(request.text)
-        if request.prime is None:
-            self.writer.style(request.style)
-        else:
-            api.prepare_text(request.prime.text)
-            ink_arrays(request.prime)
-        return render.wrap(text, request.width)
+        """The page's lines; WritemateError for anything the writer cannot write, before any sampling."""
+        lines, _ = self.writer.plan(**write_arguments(request))
+        return lines
 
     def write(self, request: WriteRequest, watch: api.Watch | None = None) -> api.Handwriting:
-        prime = request.prime
-        return self.writer.write(
-            request.text,
-            style=None if prime else request.style,
-            bias=request.bias,
-            seed=request.seed,
-            width=request.width,
-            prime_strokes=ink_arrays(prime) if prime else None,
-            prime_text=prime.text if prime else None,
-            page=render.PageStyle(stroke_width=request.stroke_width, color=request.color),
-            watch=watch,
-        )
+        page = render.PageStyle(stroke_width=request.stroke_width, color=request.color)
+        return self.writer.write(**write_arguments(request), page=page, watch=watch)
 
     def preview(self, style_id: int) -> str:
         if style_id not in self.previews:
@@ -136,13 +135,13 @@ class Studio:
 
 
 def bundled_models(model: str = "synthesis") -> tuple[api.Writer, object]:
-    """The synthesis model ``model`` (a bundled name or a folder) and the bundled recognizer if
-    installed, warmed up (the first sampling in a process times its products, ``pad_small_rows``)."""
+    """The synthesis model ``model`` (a bundled name or a folder) and the bundled recognizer if installed.
+    Writing the style previews (Studio) then warms them up: the first sampling in a process times its
+    products (``synthesis.pad_small_rows``)."""
     from writemate import loading
 
     writer = loading.load(model, family="synthesis")
     recognizer = loading.load("recognizer") if "recognizer" in loading.bundled() else None
-    writer.write("warm up", check=False)
     return writer, recognizer
 
 

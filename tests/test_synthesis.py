@@ -136,6 +136,26 @@ def test_sampling_stepper_equals_forward(log_beta):
 
 
 @pytest.mark.parametrize("log_beta", [0.0, 4.0])  # 4: a sharp window, most characters past the cutoff
+def test_inference_forward_equals_the_step_loop(log_beta):
+    """Without autograd, layer 1 and the window run laid out for speed (_layer1_read, used to read
+    primed lines); outputs and final state equal the step loop's (return_phi takes that path)."""
+    model, x, text, text_mask = tiny_model_and_batch()
+    model.eval()
+    b = x.shape[0]
+    with torch.no_grad():
+        model.window.bias[TINY.window_mixtures : 2 * TINY.window_mixtures] = log_beta
+        start = WindowState(
+            torch.randn(b, TINY.hidden), torch.randn(b, TINY.hidden), 3 * torch.rand(b, TINY.window_mixtures),
+            torch.rand(b, TINY.alphabet_size), [(torch.randn(1, b, TINY.hidden), torch.randn(1, b, TINY.hidden))] * 2,
+        )  # fmt: skip
+        y_read, read = model(x, text, text_mask, start)
+        y_loop, loop, _ = model(x, text, text_mask, start, return_phi=True)
+    torch.testing.assert_close(y_read, y_loop, rtol=1e-5, atol=1e-5)
+    for a, b in [(read.h, loop.h), (read.c, loop.c), (read.kappa, loop.kappa), (read.w, loop.w)]:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("log_beta", [0.0, 4.0])  # 4: a sharp window, most characters past the cutoff
 def test_window_layer_backward_equals_autograd(log_beta):
     """The hand-written backward of layer 1 and the window (training) equals autograd through the step loop."""
     torch.manual_seed(0)

@@ -249,7 +249,7 @@ def test_live_lines_show_one_copy_per_line_and_switch_when_it_fails():
 
     stats = ink.OffsetStats(0.0, 0.0, 1.0, 1.0)
     shown = []
-    live = api.LiveLines([5], stats, lambda line, points, restart: shown.append((line, points, restart)))
+    live = api.LiveLines([5], stats, lambda line, points, restart: shown.append((line, points, restart)), every=0)
     written = np.zeros((3, 20, 3), dtype=np.float32)
     written[:, 1:, 0] = api.render.UNITS_PER_MM * np.arange(1, 4)[:, None]  # row r moves r + 1 mm a point
     ages = np.zeros(3, dtype=np.int64)
@@ -257,8 +257,7 @@ def test_live_lines_show_one_copy_per_line_and_switch_when_it_fails():
 
     def step(active, texts=np.zeros(3, dtype=np.int64)):
         ages[active] += 1
-        for _ in range(api.LIVE_EVERY):
-            live(Progress(np.asarray(active), texts, accepted, ages, written, primed=False))
+        live(Progress(np.asarray(active), texts, accepted, ages, written, primed=False))
 
     step([0, 1])
     step([0, 1])
@@ -272,3 +271,17 @@ def test_live_lines_show_one_copy_per_line_and_switch_when_it_fails():
     accepted[1] = True
     step([2])  # row 1 accepted: it stays, whatever else writes
     assert shown == []
+
+
+def test_live_lines_send_at_most_one_update_a_period_and_the_last_at_once():
+    from writemate.models.synthesis import Progress
+
+    shown = []
+    live = api.LiveLines([0], ink.OffsetStats(0.0, 0.0, 1.0, 1.0), lambda *update: shown.append(update), every=3600)
+    written = np.ones((1, 10, 3), dtype=np.float32)
+    ages = np.zeros(1, dtype=np.int64)
+    for active in ([0], [0], [0], [0], []):  # a primed line: no point yet, three steps, then it ends
+        live(Progress(np.asarray(active, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool), ages, written, primed=True))
+        ages[:] += 1
+    # nothing to show before the first step; its point at once, the next two when the line ended
+    assert [len(points) for _, points, _ in shown] == [1, 3]

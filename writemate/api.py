@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -201,7 +202,10 @@ def read_prime_file(path: Path) -> list[np.ndarray]:
 # line's pen first touched, y down, and 1 where the pen lifts after the point; restart): restart
 # means the points shown so far for that line are dropped, because another copy of it is shown.
 Watch = Callable[[int, np.ndarray, bool], None]
-LIVE_EVERY = 4  # steps between updates of Watch: a few ms, smooth to the eye
+# Seconds between updates of Watch; 25 a second look smooth. The browser drawing them shares the CPU
+# with sampling: a 4-line Studio write took 4.9 s when it was updated every 4 steps (the browser used
+# 1.9 CPU seconds), 7.5-8.4 s every step, and 4.4 s at this period (1.1 CPU seconds).
+LIVE_SECONDS = 0.04
 
 
 class LiveLines:
@@ -213,17 +217,18 @@ class LiveLines:
     shown from its start instead.
     """
 
-    def __init__(self, page_lines: list[int], stats: ink.OffsetStats, watch: Watch):
+    def __init__(self, page_lines: list[int], stats: ink.OffsetStats, watch: Watch, every: float = LIVE_SECONDS):
         self.page_lines = page_lines  # the page line of each text of the batch
         self.stats = stats
         self.watch = watch
+        self.every = every  # seconds from one update sent to the next; the first and the last are sent at once
         self.shown: dict[int, int] = {}  # text -> the row shown
         self.sent: dict[int, tuple[int, np.ndarray]] = {}  # row -> (points sent, pen position in mm)
-        self.calls = 0
+        self.last = -math.inf
 
     def __call__(self, progress: Progress) -> None:
-        self.calls += 1
-        if len(progress.active) and self.calls % LIVE_EVERY:
+        now = time.perf_counter()
+        if len(progress.active) and now - self.last < self.every:
             return
         best = {}  # text -> the row to show: its accepted row, else its first row still writing
         for r in progress.active[::-1].tolist():
@@ -247,6 +252,7 @@ class LiveLines:
             points = pen + np.cumsum(offsets[:, :2], axis=0) / render.UNITS_PER_MM
             self.sent[row] = (sent + len(new), points[-1] if len(points) else pen)
             self.watch(page_line, np.column_stack([points, offsets[:, 2]]), restart)
+            self.last = now  # a call with nothing new to show (a primed line's first step) waits for nothing
 
 
 class Writer:

@@ -1,6 +1,6 @@
 """Studio latency: from pressing Write to the first stroke on the page, in the page's own clock.
 
-    python benchmarks/studio_first_stroke.py [--styles none,0,3,5,7] [--text "..."] [--repeats 1]
+    python benchmarks/studio_first_stroke.py [--styles none,0,3,5,7] [--text "..."] [--repeats 1] [--pause 0]
 
 Starts the Studio on the bundled models on 127.0.0.1, opens the page in
 Debian's Chromium, headless (as tools/studio_screenshots.py does), and for
@@ -9,6 +9,15 @@ and, through a MutationObserver, when the first ``<path>`` of the live
 drawing appears; both are in the page's clock, so Playwright's own latency is
 left out. Prints JSON: milliseconds from the click to the first stroke and to
 the finished page, per style.
+
+The text is typed and the style picked just before Write is pressed, or
+``--pause`` seconds before (a person moving to the button). Each write has
+a text of its own (a number is added), so that none starts from an earlier
+write's reading of the style's line. Picking a style
+has the page ask the server to read the style's line for that text
+(``POST /api/prepare``), which is most of a styled write's wait. The waits
+for the page poll twice a second rather than at every frame, so that
+Playwright's polling does not take CPU from the server.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ def main() -> None:
     parser.add_argument("--styles", default="none,0,3,5,7", help="style ids, none for the default hand")
     parser.add_argument("--text", default="The quick brown fox jumps over")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds from picking the style to pressing Write")
     args = parser.parse_args()
     results = []
     with Server(create_app()) as server, sync_playwright() as p:
@@ -53,18 +63,18 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.add_init_script(RECORDER)
         page.goto(server.url)
-        for _ in range(args.repeats):
-            for style in args.styles.split(","):
-                page.fill("#text", args.text)
+        for repeat in range(args.repeats):
+            for number, style in enumerate(args.styles.split(",")):
+                page.fill("#text", f"{args.text} {repeat * 100 + number}")
                 page.click(f'#style-picker [data-style="{style}"]')
+                page.wait_for_timeout(args.pause * 1000)
                 page.click("#write")
-                page.wait_for_selector("#output[data-state=done]", timeout=120_000)
-                page.wait_for_function("window.__marks.done")
+                page.wait_for_function("window.__marks.done", polling=500, timeout=120_000)
                 marks = page.evaluate("window.__marks")
                 results.append({"style": style, "first_stroke_ms": round(marks["stroke"] - marks["click"]),
                                 "done_ms": round(marks["done"] - marks["click"])})
         browser.close()
-    print(json.dumps({"machine": machine(2), "text": args.text, "writes": results}, indent=2))
+    print(json.dumps({"machine": machine(2), "text": args.text, "pause": args.pause, "writes": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -285,3 +285,23 @@ def test_live_lines_send_at_most_one_update_a_period_and_the_last_at_once():
         ages[:] += 1
     # nothing to show before the first step; its point at once, the next two when the line ended
     assert [len(points) for _, points, _ in shown] == [1, 3]
+
+
+def test_a_prepared_write_starts_from_the_reading_done_ahead(tiny_writer_dir, monkeypatch):
+    fresh = api.Writer.from_folder(tiny_writer_dir).write("Hello there", style=1, seed=3, check=False)
+    writer = api.Writer.from_folder(tiny_writer_dir)
+    reads = []
+    real = api.line_starts
+    monkeypatch.setattr(api, "line_starts", lambda model, texts, prime=None, going_on=None: reads.append(texts) or real(model, texts, prime, going_on))
+    assert writer.prepare("Hello there", style=1)
+    assert not writer.prepare("Hello there")  # the default hand reads no primed line
+    page = writer.write("Hello there", style=1, seed=3, check=False)
+    assert len(reads) == 1  # the write started from the prepared reading
+    for ours, theirs in zip(page.lines, fresh.lines):
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(a, b)
+    writer.write("Hello there", style=1, seed=4, bias=0.2, check=False)  # another seed and bias: the same reading
+    assert len(reads) == 1
+    writer.write("Hello you", style=1, check=False)
+    assert len(reads) == 2
+    assert not writer.prepare("Hello again", style=1, going_on=lambda: False)  # stopped: nothing kept

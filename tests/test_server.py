@@ -40,7 +40,7 @@ def test_page_styles_and_openapi(client):
     assert "<path" in preview.text
     assert client.get("/api/styles/7/preview.svg").status_code == 404
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/api/styles", "/api/write", "/api/write/stream", "/api/read"} <= set(paths)
+    assert {"/api/styles", "/api/write", "/api/write/stream", "/api/prepare", "/api/read"} <= set(paths)
 
 
 def test_write_as_svg_png_and_json_is_deterministic(client):
@@ -87,6 +87,23 @@ def test_requests_at_once_each_get_their_own_page(client):
     for text, (svg, lines) in zip(texts, results):
         assert lines == text.split("\n")
         assert svg == client.post("/api/write", json={"text": text, "seed": 1}).text
+
+
+def test_prepare_reads_ahead_for_the_write_that_follows(client, monkeypatch):
+    from writemate import api
+
+    reads = []
+    real = api.line_starts
+    monkeypatch.setattr(api, "line_starts", lambda model, texts, prime=None, going_on=None: reads.append(texts) or real(model, texts, prime, going_on))
+    body = {"text": "hello there", "style": 1}
+    response = client.post("/api/prepare", json=body)
+    assert response.status_code == 202
+    client.app.state.studio.worker.submit(lambda: None).result()  # the worker has done the preparation
+    assert reads == [["hello there"]]
+    assert client.post("/api/write", json={**body, "seed": 5, "bias": 1.5}).status_code == 200
+    assert reads == [["hello there"]]  # the write started from it
+    assert client.post("/api/prepare", json={"text": "hello", "style": 9}).status_code == 400
+    assert client.post("/api/prepare", json={"text": ""}).status_code == 422
 
 
 def test_write_in_my_hand_and_read(client):

@@ -25,6 +25,7 @@ from writemate.models.synthesis import (
     evaluate_lines,
     gaussian,
     lines_ended,
+    line_starts,
     lines_to_tensors,
     sample,
     sample_batch,
@@ -354,6 +355,25 @@ def test_primed_sampling_returns_only_new_ink_and_window_weights():
     lines, phis = sample(model, ["new"], prime=Prime(offsets[0], "abc"), steps_per_char=4, return_phi=True)
     assert len(lines[0]) <= 3 * 4 + 21
     assert phis[0].shape == (len(lines[0]), 3)  # one row per sampled point (no origin when primed), one column per new character
+
+
+def test_lines_started_ahead_are_written_as_lines_started_when_needed():
+    """A primed line read before (line_starts, in chunks a caller can stop) starts the same lines."""
+    torch.manual_seed(0)
+    model = Synthesis(TINY)
+    rng = np.random.default_rng(0)
+    offsets = np.column_stack([rng.normal(0.2, 1, 600), rng.normal(0, 1, 600), np.arange(600) % 10 == 9]).astype(np.float32)
+    prime, texts = Prime(offsets, "abc"), ["new", "a line"]
+    ahead = line_starts(model, texts, Prime(offsets.copy(), "abc"))  # an equal primed line, not the same object
+    fresh = sample(model, texts, prime=prime, steps_per_char=4, seed=1)
+    for _ in range(2):  # a reading serves more than one write
+        for a, b in zip(sample(model, texts, prime=prime, steps_per_char=4, seed=1, starts=ahead), fresh):
+            np.testing.assert_array_equal(a, b)
+    asked = []
+    assert line_starts(model, texts, prime, going_on=lambda: asked.append(1) or len(asked) < 2) is None
+    assert len(asked) == 2  # stopped before its second chunk
+    with pytest.raises(ValueError, match="other texts"):
+        sample(model, ["other"], prime=prime, starts=ahead)
 
 
 def test_sampling_products_in_bfloat16_stay_close_to_float32():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -20,11 +21,12 @@ import numpy as np
 from writemate import alphabet, checkpoint, ink, loading, metrics, render
 from writemate.errors import WritemateError
 from writemate.models import mdn
-from writemate.models.synthesis import Judge, Prime, Progress, Synthesis, SynthesisConfig, sample
+from writemate.models.synthesis import Judge, LineStarts, Prime, Progress, Synthesis, SynthesisConfig, line_starts, sample
 
 STYLES_FILE = "styles.json"
 STYLE_BIAS = 0.75  # the bias styles are chosen at (tools/make_styles.py), when styles.json gives none
 MAX_LINES_PER_BATCH = 32  # lines sampled together; larger pages run in several batches
+KEPT_STARTS = 8  # readings of primed lines a Writer keeps for later writes (Writer.prepare)
 # A line that runs to the step cap, or whose window jumps over a word, has lost its place in its
 # text (10 of the first 64 validation texts for the bundled model at bias 0.75, docs/synthesis.md); it is replaced by
 # new lines in the running batch, up to 1 + RETRIES lines per text line (synthesis.sample_batch).
@@ -255,6 +257,12 @@ class LiveLines:
             self.last = now  # a call with nothing new to show (a primed line's first step) waits for nothing
 
 
+def batches(lines: list[str]) -> list[list[int]]:
+    """The lines of a page that hold ink (their indices), in batches of up to ``MAX_LINES_PER_BATCH``."""
+    todo = [i for i, line in enumerate(lines) if line.strip()]
+    return [todo[at : at + MAX_LINES_PER_BATCH] for at in range(0, len(todo), MAX_LINES_PER_BATCH)]
+
+
 class Writer:
     """A ready synthesis model with its styles. Make one with ``writemate.load()``."""
 
@@ -268,6 +276,7 @@ class Writer:
         # first checked write; other models are checked only when given one.
         self.checker = checker
         self.bundled = False
+        self._starts: OrderedDict[tuple, LineStarts] = OrderedDict()  # see _line_starts
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Writer":
@@ -371,6 +380,44 @@ class Writer:
             prime = self.style(style).prime
         return render.wrap(text, width), prime
 
+    def prepare(
+        self,
+        text: str,
+        style: int | None = None,
+        width: int = 45,
+        prime_strokes: list[np.ndarray] | None = None,
+        prime_text: str | None = None,
+        replace_unknown: bool = False,
+        going_on: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Read the primed line ahead of :meth:`write` with the same text, style (or prime) and width,
+        whatever its bias and seed. How the network reads a primed line depends on the text that
+        follows it, and for a short text that reading is most of the wait before the first point
+        (0.2-0.3 s for a style on the 2-core machine); the Studio prepares while the user is still
+        choosing. Returns whether a reading is kept: False without a primed line, or when
+        ``going_on()`` turned false (see :func:`synthesis.line_starts`)."""
+        lines, prime = self.plan(text, style, width=width, prime_strokes=prime_strokes, prime_text=prime_text, replace_unknown=replace_unknown)
+        chunks = batches(lines)
+        if prime is None or not chunks:
+            return False
+        return self._line_starts([lines[i] for i in chunks[0]], prime, going_on) is not None
+
+    def _line_starts(self, texts: list[str], prime: Prime | None, going_on: Callable[[], bool] | None = None) -> LineStarts | None:
+        """:func:`synthesis.line_starts`, kept for the last ``KEPT_STARTS`` primed batches read: a page
+        written again with another seed or bias starts from the same reading."""
+        if prime is None:
+            return line_starts(self.model, texts)
+        key = (tuple(texts), prime.text, prime.offsets.tobytes())
+        if key not in self._starts:
+            starts = line_starts(self.model, texts, prime, going_on)
+            if starts is None:
+                return None
+            self._starts[key] = starts
+            while len(self._starts) > KEPT_STARTS:
+                self._starts.popitem(last=False)
+        self._starts.move_to_end(key)
+        return self._starts[key]
+
     def _checker(self):
         if self.checker is None and self.bundled and "recognizer" in loading.bundled():
             self.checker = loading.load("recognizer")
@@ -388,23 +435,23 @@ class Writer:
         watch: Watch | None = None,
     ) -> list[list[np.ndarray]]:
         """Strokes (whiteboard units) per line; blank lines get none."""
-        todo = [i for i, line in enumerate(lines) if line.strip()]
         out: list[list[np.ndarray]] = [[] for _ in lines]
         judge = self.judge(checker) if checker is not None else None
         candidates, max_error = selection(bias)
-        for start in range(0, len(todo), MAX_LINES_PER_BATCH):
-            chunk = todo[start : start + MAX_LINES_PER_BATCH]
+        for number, chunk in enumerate(batches(lines)):
+            texts = [lines[i] for i in chunk]
             sampled = sample(
                 self.model,
-                [lines[i] for i in chunk],
+                texts,
                 bias=bias,
-                seed=seed + start,
+                seed=seed + number * MAX_LINES_PER_BATCH,
                 prime=prime,
                 retries=retries,
                 candidates=candidates if judge else 1,
                 judge=judge,
                 max_error=max_error,
                 watch=LiveLines(chunk, self.stats, watch) if watch else None,
+                starts=self._line_starts(texts, prime),
             )
             for i, offsets in zip(chunk, sampled):
                 out[i] = self._strokes(offsets)

@@ -5,6 +5,7 @@
     GET  /api/styles/{id}/preview.svg  one line written in a style
     POST /api/write?format=svg|png|json   a written page
     POST /api/write/stream             the same, streamed as it is written (NDJSON events)
+    POST /api/prepare                  get ready to write a text in a style (returns at once)
     POST /api/read                     what the recognizer reads in drawn strokes
 
 The framework documents the API at /docs (OpenAPI at /openapi.json).
@@ -82,6 +83,11 @@ def ink_arrays(ink: DrawnInk) -> list[np.ndarray]:
     return strokes
 
 
+def reading_key(request: WriteRequest) -> str:
+    """What the reading of a request's primed line depends on (Writer.prepare): not bias, seed or looks."""
+    return request.model_dump_json(include={"text", "style", "width", "prime"})
+
+
 def write_arguments(request: WriteRequest) -> dict:
     """A write request as the arguments of ``Writer.write`` and ``Writer.plan``."""
     prime = request.prime
@@ -105,6 +111,7 @@ class Studio:
         if self.recognizer is not None and self.writer.checker is None and self.writer.bundled:
             self.writer.checker = self.recognizer  # one copy of the bundled recognizer, to read and to check
         self.previews: dict[int, str] = {}
+        self.wanted: str | None = None  # reading_key of the latest write or preparation asked for
         # Written now (about 0.8 s a style), so that the page's first write does not wait behind them.
         self.worker.submit(lambda: [self.preview(style.id) for style in self.writer.styles]).result()
 
@@ -116,6 +123,18 @@ class Studio:
         """The page's lines; WritemateError for anything the writer cannot write, before any sampling."""
         lines, _ = self.writer.plan(**write_arguments(request))
         return lines
+
+    def want(self, request: WriteRequest) -> None:
+        """A write or preparation was asked for: a preparation of anything else stops (see prepare)."""
+        self.wanted = reading_key(request)
+
+    def prepare(self, request: WriteRequest) -> None:
+        """Read the request's primed line ahead of its write, unless the page has since asked for
+        something else: the reading stops then (between chunks), so the next write waits little."""
+        key = reading_key(request)
+        arguments = write_arguments(request)
+        del arguments["bias"], arguments["seed"]
+        self.writer.prepare(**arguments, going_on=lambda: self.wanted == key)
 
     def write(self, request: WriteRequest, watch: api.Watch | None = None) -> api.Handwriting:
         page = render.PageStyle(stroke_width=request.stroke_width, color=request.color)
@@ -194,6 +213,7 @@ def create_app(load: Callable[[], tuple[api.Writer, object]] = bundled_models) -
     @app.post("/api/write", response_class=Response, responses={200: {"content": {"image/svg+xml": {}, "image/png": {}, "application/json": {}}}})
     async def write(request: WriteRequest, format: Literal["svg", "png", "json"] = Query("svg")):
         studio.check(request)
+        studio.want(request)
         page = await studio.run(studio.write, request)
         if format == "png":
             return Response(page.to_png(), media_type="image/png")
@@ -207,6 +227,7 @@ def create_app(load: Callable[[], tuple[api.Writer, object]] = bundled_models) -
         (a page line's new points [x, y, pen_up] in mm from where its pen first touched; ``restart``:
         drop what was shown of that line first), then ``page`` (the final SVG) or ``error``."""
         lines = studio.check(request)
+        studio.want(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()
@@ -244,6 +265,17 @@ def create_app(load: Callable[[], tuple[api.Writer, object]] = bundled_models) -
                 gone.set()  # the client went away, or all is sent: a sampling still running stops at its next update
 
         return StreamingResponse(events(), media_type="application/x-ndjson")
+
+    @app.post("/api/prepare", status_code=202)
+    async def prepare(request: WriteRequest) -> dict:
+        """Get ready to write ``text`` in ``style`` (or ``prime``) at ``width``: the page sends this when the
+        text rests or the style changes. The network's reading of a style's line depends on the text
+        after it and is most of the wait before a one-line write's first stroke; a write of the same
+        text, style and width (any bias, seed or looks) then starts without it. Returns at once."""
+        studio.check(request)
+        studio.want(request)
+        studio.worker.submit(studio.prepare, request)
+        return {"preparing": True}
 
     @app.post("/api/read")
     async def read(ink: DrawnInk) -> dict:

@@ -751,6 +751,63 @@ class Progress:
         return self.written[row, int(self.primed) : 1 + self.ages[row]]
 
 
+# A primed line is read this many points at a time, so that a reading no longer wanted can stop
+# between chunks (Writer.prepare). Every reading is chunked alike: one read ahead equals one read when needed.
+PRIME_CHUNK = 256
+
+
+@dataclass
+class LineStarts:
+    """Where :func:`sample_batch` starts the lines of ``texts``: their characters after the primed
+    line's text, and the network's state once it has read the primed line."""
+
+    texts: list[str]
+    prime: Prime | None
+    text: torch.Tensor  # (N, U) character indices of the primed line's text, a space and each text; 0 pads
+    text_mask: torch.Tensor  # (N, U)
+    state: WindowState
+    x: np.ndarray  # (N, 3) each line's first input: the primed line's last point, or zeros
+
+    @property
+    def prefix(self) -> int:
+        """Characters before each text: the primed line's text and a space."""
+        return len(self.prime.text) + 1 if self.prime is not None else 0
+
+    @property
+    def continues(self) -> bool:
+        """The lines go on from a primed line's last point."""
+        return self.prime is not None and len(self.prime.offsets) > 1
+
+
+def same_prime(a: Prime | None, b: Prime | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.text == b.text and np.array_equal(a.offsets, b.offsets)
+
+
+@torch.inference_mode()
+def line_starts(
+    model: Synthesis, texts: list[str], prime: Prime | None = None, going_on: Callable[[], bool] | None = None
+) -> LineStarts | None:
+    """The starts of ``texts`` in the hand of ``prime``: the network reads the primed line with its
+    text and a space before each text (teacher forcing). For a style's line (~1,000 points) that is
+    most of what a one-line write waits for before its first point. None if ``going_on()`` turns
+    false, which is asked between chunks of ``PRIME_CHUNK`` points."""
+    model.eval()
+    prefix = (prime.text + " ") if prime is not None else ""
+    encoded = [np.asarray(alphabet.encode(prefix + t), dtype=np.int64) for t in texts]
+    text, text_mask = batching.pad(encoded, dtype=torch.long)
+    starts = LineStarts(list(texts), prime, text, text_mask, model.initial_state(len(texts)), np.zeros((len(texts), 3), np.float32))
+    if starts.continues:
+        primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(len(texts), -1, -1)  # (N, T, 3)
+        for at in range(0, primed.shape[1] - 1, PRIME_CHUNK):  # inputs: every point but the last
+            if going_on is not None and not going_on():
+                return None
+            _, starts.state = model(primed[:, at : min(at + PRIME_CHUNK, primed.shape[1] - 1)], text, text_mask, starts.state)
+        starts.x[:] = prime.offsets[-1]
+    return starts
+
+
 def sample(
     model: Synthesis,
     texts: list[str],
@@ -765,6 +822,7 @@ def sample(
     max_error: float = 0.0,
     stall_points: int | None = STALL_POINTS,
     watch: Callable[[Progress], None] | None = None,
+    starts: LineStarts | None = None,
 ):
     """Write every text of ``texts`` as one batch; returns normalised offsets (T_i, 3) per line,
     the first row where the pen starts (and, with ``return_phi``, each line's window weights).
@@ -781,7 +839,7 @@ def sample(
     biases = np.asarray(bias if isinstance(bias, (list, tuple)) else [bias] * len(texts), dtype=np.float64)
     batch = sample_batch(
         model, texts, biases, seed, prime, steps_per_char, return_phi, candidates, candidates * (1 + retries), judge, max_error, stall_points,
-        watch,
+        watch, starts,
     )
     lines: list = [None] * len(texts)
     phis: list = [None] * len(texts)
@@ -816,6 +874,7 @@ def sample_batch(
     max_error: float = 0.0,
     stall_points: int | None = STALL_POINTS,
     watch: Callable[[Progress], None] | None = None,
+    starts: LineStarts | None = None,
 ) -> Samples:
     """Write every text of ``texts`` as one batch, ``biases`` (N,) one per text.
 
@@ -827,7 +886,8 @@ def sample_batch(
     for ``stall_points`` points goes back a few characters and writes them
     again (see ``STALL_POINTS``; None never does).
     With ``prime``, the network first reads the primed line with its text
-    (teacher forcing), then writes ``texts`` in the same hand.
+    (teacher forcing), then writes ``texts`` in the same hand; ``starts``
+    (:func:`line_starts` of the same texts and prime) is that reading done before.
 
     A line that has ended is accepted if it ended by the rule without
     skipping a word (:func:`skips_a_word`) and ``judge`` (if given) finds an
@@ -843,24 +903,20 @@ def sample_batch(
     before it were read right, and a line of many words rarely gets all right
     at once (``Samples.parents``).
     """
-    model.eval()
     n = len(texts)
     rng = np.random.default_rng(seed)
-    prefix = (prime.text + " ") if prime is not None else ""
-    encoded = [alphabet.encode(prefix + t) for t in texts]
-    text, text_mask = batching.pad([np.asarray(e, dtype=np.int64) for e in encoded], dtype=torch.long)
-    ends = np.array([len(e) for e in encoded])  # index of the position past the last character
-    state = model.initial_state(n)
-    start_x = np.zeros((n, 3), dtype=np.float32)  # each text's first input
-    continues = prime is not None and len(prime.offsets) > 1  # from a primed line's last point
-    if continues:
-        primed = torch.as_tensor(prime.offsets, dtype=torch.float32).unsqueeze(0).expand(n, -1, -1)
-        _, state = model(primed[:, :-1], text, text_mask, state)
-        start_x[:] = primed[0, -1].numpy()
+    if starts is None:
+        starts = line_starts(model, texts, prime)
+    elif starts.texts != list(texts) or not same_prime(starts.prime, prime):
+        raise ValueError("these line starts were read for other texts or another primed line")
+    model.eval()
+    text, text_mask, state, start_x = starts.text, starts.text_mask, starts.state, starts.x
+    prefix, continues = starts.prefix, starts.continues
+    ends = text_mask.sum(1).numpy()  # index of the position past the last character
     starting = Stepper(model, text, text_mask, state)  # each text's state where a line of it starts
-    cap = step_cap(ends - len(prefix), steps_per_char)  # (N,)
+    cap = step_cap(ends - prefix, steps_per_char)  # (N,)
     characters = np.pad(text_mask.numpy(), ((0, 0), (0, 1)))  # (N, U + 1), the end position masked out
-    spans = [word_spans(t, len(prefix)) for t in texts]  # the words each line must write
+    spans = [word_spans(t, prefix) for t in texts]  # the words each line must write
     final_dot = np.array([t.endswith(".") for t in texts])  # (N,) see DOT_SIZE
 
     most = n * max(attempts, 1)  # rows the batch can start
@@ -898,7 +954,7 @@ def sample_batch(
         """A new row that takes up finished row ``r``'s line where the window first reached the
         character before the word at ``word`` in its text; returns it and the mark it starts from."""
         new = start([row_text[r]])[0]
-        mark = rewinds.branch(r, new, len(prefix) + word - 1)
+        mark = rewinds.branch(r, new, prefix + word - 1)
         written[new, : mark.age + 1] = written[r, : mark.age + 1]
         if return_phi:
             window[new, : mark.age] = window[r, : mark.age]
@@ -991,5 +1047,5 @@ def sample_batch(
         stops=stops[:rows],
     )
     if return_phi:
-        result.phis = [window[r, : lengths[r], len(prefix) : ends[row_text[r]]] for r in range(rows)]
+        result.phis = [window[r, : lengths[r], prefix : ends[row_text[r]]] for r in range(rows)]
     return result

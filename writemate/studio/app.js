@@ -205,7 +205,10 @@ function styleCard({ id, name }) {
     "data-style": id === null ? "none" : String(id),
   });
   card.append(id === null ? defaultHandPreview() : stylePreview(id), element("span", { class: "style-name", title: name }, name));
-  card.addEventListener("click", () => selectStyle(id));
+  card.addEventListener("click", () => {
+    selectStyle(id);
+    prepareSoon(noteToPrepare, 0);
+  });
   return card;
 }
 
@@ -280,6 +283,41 @@ function pageOptions() {
     stroke_width: Number($("stroke-width").value),
     color: $("color").value,
   };
+}
+
+// ---------------------------------------------------------------- getting ready
+
+// Before a styled line's first stroke the network reads the style's own line, which depends on the
+// text and takes a few tenths of a second. The page asks the server to do that while the person is
+// still choosing (POST /api/prepare): when a style is picked, or the text has rested a moment.
+const PREPARE_DELAY_MS = 300;
+let prepareTimer = 0;
+
+function prepareSoon(makeBody, delay = PREPARE_DELAY_MS) {
+  clearTimeout(prepareTimer);
+  prepareTimer = setTimeout(() => {
+    const body = makeBody();
+    if (!body || state.run) return;
+    // Nothing to show either way: a problem with the text is shown when Write is pressed.
+    fetch("/api/prepare", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }).catch(() => {});
+  }, delay);
+}
+
+function noteToPrepare() {
+  const text = $("text").value;
+  if (state.style === null || !text.trim()) return null; // the default hand has no line to read
+  return { text, style: state.style, width: state.defaults.width };
+}
+
+function handToPrepare() {
+  const primeText = $("prime-text").value.trim();
+  const text = $("new-text").value;
+  if (!pad.strokes.length || !primeText || !text.trim()) return null;
+  return { text, style: null, width: state.defaults.width, prime: { strokes: padStrokes(), text: primeText } };
 }
 
 // ---------------------------------------------------------------- writing
@@ -708,7 +746,11 @@ function onSubmit(form, action) {
 function bindControls() {
   onSubmit($("panel-write"), writeNote);
   onCtrlEnter($("text"), writeNote);
-  $("text").addEventListener("input", updateCounter);
+  $("text").addEventListener("input", () => {
+    updateCounter();
+    prepareSoon(noteToPrepare);
+  });
+  for (const id of ["prime-text", "new-text"]) $(id).addEventListener("input", () => prepareSoon(handToPrepare));
   for (const id of ["bias", "stroke-width", "color"]) $(id).addEventListener("input", showSettings);
   $("shuffle").addEventListener("click", shuffleSeed);
   $("style-picker").addEventListener("keydown", onStyleKey);

@@ -1,6 +1,6 @@
 """Studio latency: from pressing Write to the first stroke on the page, in the page's own clock.
 
-    python benchmarks/studio_first_stroke.py [--styles none,0,3,5,7] [--text "..."] [--repeats 1] [--pause 0]
+    python benchmarks/studio_first_stroke.py [--styles none,0,3,5,7] [--text "..."] [--repeats 1] [--pause 0] [--type-last]
 
 Starts the Studio on the bundled models on 127.0.0.1, opens the page in
 Debian's Chromium, headless (as tools/studio_screenshots.py does), and for
@@ -13,7 +13,9 @@ the finished page, per style.
 The text is typed and the style picked just before Write is pressed, or
 ``--pause`` seconds before (a person moving to the button). Each write has
 a text of its own (a number is added), so that none starts from an earlier
-write's reading of the style's line. Picking a style
+write's reading of the style's line. With ``--type-last`` the style is
+picked first and the text typed just before Write, so the page has no time
+to ask for anything ahead: the slowest case. Picking a style
 has the page ask the server to read the style's line for that text
 (``POST /api/prepare``), which is most of a styled write's wait. The waits
 for the page poll twice a second rather than at every frame, so that
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--text", default="The quick brown fox jumps over")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds from picking the style to pressing Write")
+    parser.add_argument("--type-last", action="store_true", help="pick the style, then type the text and press Write at once")
     args = parser.parse_args()
     results = []
     with Server(create_app()) as server, sync_playwright() as p:
@@ -65,8 +68,14 @@ def main() -> None:
         page.goto(server.url)
         for repeat in range(args.repeats):
             for number, style in enumerate(args.styles.split(",")):
-                page.fill("#text", f"{args.text} {repeat * 100 + number}")
-                page.click(f'#style-picker [data-style="{style}"]')
+                text = f"{args.text} {repeat * 100 + number}"
+                if args.type_last:
+                    page.click(f'#style-picker [data-style="{style}"]')
+                    page.wait_for_timeout(1000)  # the text before it has rested: no preparation can help
+                    page.fill("#text", text)
+                else:
+                    page.fill("#text", text)
+                    page.click(f'#style-picker [data-style="{style}"]')
                 page.wait_for_timeout(args.pause * 1000)
                 page.click("#write")
                 page.wait_for_function("window.__marks.done", polling=500, timeout=120_000)
@@ -74,7 +83,7 @@ def main() -> None:
                 results.append({"style": style, "first_stroke_ms": round(marks["stroke"] - marks["click"]),
                                 "done_ms": round(marks["done"] - marks["click"])})
         browser.close()
-    print(json.dumps({"machine": machine(2), "text": args.text, "pause": args.pause, "writes": results}, indent=2))
+    print(json.dumps({"machine": machine(2), "text": args.text, "pause": args.pause, "type_last": args.type_last, "writes": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ def test_write_download_draw_and_read_in_a_browser(base_url, browser, tmp_path):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(base_url)
     page.fill("#text", "hello there")
+    with page.expect_request("**/api/prepare") as prepared:  # picking a style reads its line for the text ahead
+        page.click('#style-picker [data-style="1"]')
+    assert prepared.value.post_data_json == {"text": "hello there", "style": 1, "width": 45}
     page.click("#write")
     page.wait_for_selector("#output[data-state=done]", timeout=60_000)
     assert page.locator("#output path").count() > 0

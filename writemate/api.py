@@ -408,15 +408,14 @@ class Writer:
         if prime is None:
             return line_starts(self.model, texts)
         key = (tuple(texts), prime.text, prime.offsets.tobytes())
-        if key not in self._starts:
+        starts = self._starts.pop(key, None)
+        if starts is None:
             starts = line_starts(self.model, texts, prime, going_on)
-            if starts is None:
-                return None
-            self._starts[key] = starts
+        if starts is not None:
+            self._starts[key] = starts  # the last used last
             while len(self._starts) > KEPT_STARTS:
                 self._starts.popitem(last=False)
-        self._starts.move_to_end(key)
-        return self._starts[key]
+        return starts
 
     def _checker(self):
         if self.checker is None and self.bundled and "recognizer" in loading.bundled():

@@ -274,7 +274,7 @@ def create_app(load: Callable[[], tuple[api.Writer, object]] = bundled_models) -
         text, style and width (any bias, seed or looks) then starts without it. Returns at once."""
         studio.check(request)
         studio.want(request)
-        studio.worker.submit(studio.prepare, request)
+        studio.worker.submit(studio.prepare, request)  # not awaited: should it fail, the write reads for itself
         return {"preparing": True}
 
     @app.post("/api/read")

@@ -780,6 +780,7 @@ class LineStarts:
 
 
 def same_prime(a: Prime | None, b: Prime | None) -> bool:
+    """Equal primed lines (a style's Prime is made anew at each use)."""
     if a is None or b is None:
         return a is b
     return a.text == b.text and np.array_equal(a.offsets, b.offsets)

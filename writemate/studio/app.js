@@ -296,7 +296,12 @@ let prepareTimer = 0;
 function prepareSoon(makeBody, delay = PREPARE_DELAY_MS) {
   clearTimeout(prepareTimer);
   prepareTimer = setTimeout(() => {
-    const body = makeBody();
+    let body;
+    try {
+      body = makeBody();
+    } catch {
+      return; // e.g. too many points on the pad: Write says so
+    }
     if (!body || state.run) return;
     // Nothing to show either way: a problem with the text is shown when Write is pressed.
     fetch("/api/prepare", {
@@ -682,6 +687,7 @@ function onPadChange() {
   $("pad-hint").hidden = !empty;
   $("pad").parentElement.classList.toggle("has-ink", !empty);
   setReading("idle"); // a reading of other ink no longer applies
+  if (!pad.drawing) prepareSoon(handToPrepare);
 }
 
 // The pad's strokes for the API; a Problem when there are more points than the server takes.
@@ -716,7 +722,10 @@ async function readPad() {
     setReading("reading", "Reading…");
     const { text } = await (await postJSON("/api/read", { strokes })).json();
     showReading(text.trim());
-    if (text.trim()) $("prime-text").value = text.trim();
+    if (text.trim()) {
+      $("prime-text").value = text.trim();
+      prepareSoon(handToPrepare);
+    }
   } catch (error) {
     setReading("error");
     showError(`Sorry, Writemate couldn’t read that: ${error.message}`);

@@ -106,6 +106,21 @@ def test_prepare_reads_ahead_for_the_write_that_follows(client, monkeypatch):
     assert client.post("/api/prepare", json={"text": ""}).status_code == 422
 
 
+def test_a_one_line_text_is_read_on_one_thread_fewer(client, monkeypatch):
+    import torch
+
+    from writemate import api
+
+    threads = []
+    real = api.line_starts
+    monkeypatch.setattr(api, "line_starts", lambda *a, **k: threads.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    assert client.post("/api/write", json={"text": "one line", "style": 0}).status_code == 200
+    assert client.post("/api/write", json={"text": "two\nlines", "style": 0}).status_code == 200
+    assert threads == [max(1, before - 1), before]  # each read once, ahead of its write
+    assert torch.get_num_threads() == before
+
+
 def test_write_in_my_hand_and_read(client):
     read = client.post("/api/read", json={"strokes": drawn_line()})
     assert read.status_code == 200 and isinstance(read.json()["text"], str)

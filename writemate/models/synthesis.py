@@ -199,8 +199,18 @@ class Synthesis(nn.Module):
         h, c, w = state.h, state.c, state.w
         kappa = state.kappa.unsqueeze(-1)  # (B, K, 1)
         h1s, ws = [], []
+        # Products of 2-4 rows ran faster as one product per row, batched (the rows run on both cores):
+        # 64-127 against 115-182 µs a step on the 2-core machine, where a 2-line note's reading went
+        # from 0.36-0.40 to 0.28-0.31 s. From 6 rows on, one matrix product is faster.
+        rows = gates_x.shape[0]
+        batched = 1 < rows <= 4
+        weights = weight_t.expand(rows, -1, -1)  # (B, A + H, 4H), a view
         for gx in gates_x.unbind(1):
-            h, c = cell(torch.addmm(gx, torch.cat([w, h], dim=1), weight_t), c)
+            if batched:
+                gates = torch.baddbmm(gx.unsqueeze(1), torch.cat([w, h], dim=1).unsqueeze(1), weights).squeeze(1)
+            else:
+                gates = torch.addmm(gx, torch.cat([w, h], dim=1), weight_t)
+            h, c = cell(gates, c)
             abk = torch.addmm(self.window.bias, h, win_weight_t).exp_()  # (B, 3K), eq. 48
             alpha, beta, kappa_hat = abk.unsqueeze(-1).chunk(3, dim=1)  # (B, K, 1) each
             kappa = torch.add(kappa, kappa_hat, alpha=1 / self.config.kappa_scale)  # eq. 51

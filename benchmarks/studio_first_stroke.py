@@ -11,15 +11,15 @@ left out. Prints JSON: milliseconds from the click to the first stroke and to
 the finished page, per style.
 
 The text is typed and the style picked just before Write is pressed, or
-``--pause`` seconds before (a person moving to the button). Each write has
-a text of its own (a number is added), so that none starts from an earlier
-write's reading of the style's line. With ``--type-last`` the style is
-picked first and the text typed just before Write, so the page has no time
-to ask for anything ahead: the slowest case. Picking a style
+``--pause`` seconds before (a person moving to the button). Picking a style
 has the page ask the server to read the style's line for that text
-(``POST /api/prepare``), which is most of a styled write's wait. The waits
-for the page poll twice a second rather than at every frame, so that
-Playwright's polling does not take CPU from the server.
+(``POST /api/prepare``), which is most of a styled write's wait. With
+``--type-last`` the style is picked first and the text typed just before
+Write, so the page has no time to ask for anything ahead: the slowest case.
+Each write has a text of its own (a number is added), so that none starts
+from an earlier write's reading. The waits for the page poll twice a second
+rather than at every frame, so that Playwright's polling does not take CPU
+from the server.
 """
 
 from __future__ import annotations

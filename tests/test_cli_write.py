@@ -293,8 +293,8 @@ def test_a_prepared_write_starts_from_the_reading_done_ahead(tiny_writer_dir, mo
     reads = []
     real = api.line_starts
     monkeypatch.setattr(api, "line_starts", lambda model, texts, prime=None, going_on=None: reads.append(texts) or real(model, texts, prime, going_on))
-    assert writer.prepare("Hello there", style=1)
-    assert not writer.prepare("Hello there")  # the default hand reads no primed line
+    assert writer.prepare(*writer.plan("Hello there", style=1))
+    assert not writer.prepare(*writer.plan("Hello there"))  # the default hand reads no primed line
     page = writer.write("Hello there", style=1, seed=3, check=False)
     assert len(reads) == 1  # the write started from the prepared reading
     for ours, theirs in zip(page.lines, fresh.lines):
@@ -304,4 +304,4 @@ def test_a_prepared_write_starts_from_the_reading_done_ahead(tiny_writer_dir, mo
     assert len(reads) == 1
     writer.write("Hello you", style=1, check=False)
     assert len(reads) == 2
-    assert not writer.prepare("Hello again", style=1, going_on=lambda: False)  # stopped: nothing kept
+    assert not writer.prepare(*writer.plan("Hello again", style=1), going_on=lambda: False)  # stopped: nothing kept

@@ -380,23 +380,14 @@ class Writer:
             prime = self.style(style).prime
         return render.wrap(text, width), prime
 
-    def prepare(
-        self,
-        text: str,
-        style: int | None = None,
-        width: int = 45,
-        prime_strokes: list[np.ndarray] | None = None,
-        prime_text: str | None = None,
-        replace_unknown: bool = False,
-        going_on: Callable[[], bool] | None = None,
-    ) -> bool:
-        """Read the primed line ahead of :meth:`write` with the same text, style (or prime) and width,
-        whatever its bias and seed. How the network reads a primed line depends on the text that
-        follows it, and for a short text that reading is most of the wait before the first point
-        (0.2-0.3 s for a style on the 2-core machine); the Studio prepares while the user is still
-        choosing. Returns whether a reading is kept: False without a primed line, or when
-        ``going_on()`` turned false (see :func:`synthesis.line_starts`)."""
-        lines, prime = self.plan(text, style, width=width, prime_strokes=prime_strokes, prime_text=prime_text, replace_unknown=replace_unknown)
+    def prepare(self, lines: list[str], prime: Prime | None, going_on: Callable[[], bool] | None = None) -> bool:
+        """Read the primed line ahead of a :meth:`write` whose :meth:`plan` gave ``lines`` and
+        ``prime``, whatever its bias and seed: ``writer.prepare(*writer.plan(text, style=3))``.
+        How the network reads a primed line depends on the text that follows it, and for a short
+        text that reading is most of the wait before the first point (0.2-0.3 s for a style on the
+        2-core machine); the Studio prepares while the user is still choosing. Returns whether a
+        reading is kept: False without a primed line, or when ``going_on()`` turned false (see
+        :func:`synthesis.line_starts`)."""
         chunks = batches(lines)
         if prime is None or not chunks:
             return False

@@ -140,14 +140,12 @@ class Studio:
         leaves a core to the browser: on the 2-core machine, with Chromium beside the server, a styled
         line's first stroke came after a median 266-329 ms on one thread against 321-348 ms on two
         (alone, one thread reads 25 % slower; more lines read faster on two, as rows split between them)."""
-        arguments = write_arguments(request)
-        del arguments["bias"], arguments["seed"]
-        lines, _ = self.writer.plan(**arguments)
+        lines, prime = self.writer.plan(**write_arguments(request))
         threads = torch.get_num_threads()
         if sum(1 for line in lines if line.strip()) == 1:
             torch.set_num_threads(max(1, threads - 1))
         try:
-            self.writer.prepare(**arguments, going_on=going_on)
+            self.writer.prepare(lines, prime, going_on)
         finally:
             torch.set_num_threads(threads)
 

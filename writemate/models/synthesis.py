@@ -146,15 +146,16 @@ class Synthesis(nn.Module):
         state = state or self.initial_state(x.shape[0])
         onehot = nn.functional.one_hot(text, self.config.alphabet_size).to(x.dtype)  # (B, U, A)
         text_mask = text_mask.to(x.dtype)
+        characters = onehot * text_mask.unsqueeze(-1)  # (B, U, A), padding rows zeroed
         gates_x = self.l1_input(x)  # (B, T, 4H)
         if torch.is_grad_enabled() and not return_phi and not torch.is_autocast_enabled("cpu"):
             # Training: the same computation with a hand-written backward (see WindowLayer); layer 1 runs ~2x faster.
             h1, wseq, h, c, kappa, w = WindowLayer.apply(
                 gates_x, state.h, state.c, state.kappa, state.w, self.l1_recurrent.weight,
-                self.window.weight, self.window.bias, onehot * text_mask.unsqueeze(-1), self.config.kappa_scale,
+                self.window.weight, self.window.bias, characters, self.config.kappa_scale,
             )  # fmt: skip
         elif not torch.is_grad_enabled() and not return_phi:
-            h1, wseq, h, c, kappa, w = self._layer1_read(gates_x, state, onehot * text_mask.unsqueeze(-1))
+            h1, wseq, h, c, kappa, w = self._layer1_read(gates_x, state, characters)
         else:
             h1, wseq, h, c, kappa, w, phis = self._layer1_loop(gates_x, state, onehot, text_mask, phi_extra)
         hidden = [h1]
